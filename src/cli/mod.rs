@@ -1,0 +1,113 @@
+//! The command line, in runc's form: global flags, then one verb. Each verb lives in its own
+//! file; this module parses, dispatches, and turns errors into runc-style reports (one line
+//! on stderr, and a JSON line in `--log` for containerd to show).
+
+mod check;
+mod log;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand};
+
+pub use log::LogFormat;
+
+/// The text of `runvm --version`, in runc's shape.
+const VERSION_TEXT: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\nspec: ",
+    "1.2.0",
+    "\nvmm: KVM (rust-vmm)"
+);
+
+/// runvm: an OCI runtime that runs each container in its own KVM microVM.
+#[derive(Debug, Parser)]
+#[command(name = "runvm", version = VERSION_TEXT, disable_version_flag = true)]
+pub struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+
+    /// Root directory for container state.
+    #[arg(long, global = true, default_value = "/run/runvm")]
+    pub root: PathBuf,
+
+    /// Write log messages to this file instead of stderr.
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+
+    /// The format of `--log`: text or json.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log debug messages too.
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Accepted for runc compatibility: cgroup paths are then `slice:prefix:name`.
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+
+    /// Accepted for runc compatibility (`true`, `false` or `auto`); runvm needs root today.
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check whether this host can run runvm containers.
+    Check(check::CheckArgs),
+}
+
+/// Parses the process's arguments, runs the verb, and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let logger = log::Logger::new(cli.log.clone(), cli.log_format);
+    let result = match &cli.command {
+        Command::Check(args) => check::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            logger.error(&format!("{err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_the_verb_as_containerd_passes_them() {
+        let cli = Cli::try_parse_from([
+            "runvm",
+            "--root",
+            "/run/x",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "check",
+        ])
+        .unwrap();
+        assert_eq!(cli.root, PathBuf::from("/run/x"));
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(cli.systemd_cgroup);
+        assert!(matches!(cli.command, Command::Check(_)));
+    }
+}

@@ -1,0 +1,220 @@
+//! `runvm check`'s findings: one [`Check`] per thing runvm needs, each with a verdict, and
+//! an overall answer to "can runvm run containers on this host?".
+
+use serde::Serialize;
+
+use super::HostRoot;
+use super::assets::{self, AssetRole};
+use super::cgroup::{self, CgroupLayout};
+use super::devices::{self, DeviceState};
+use super::kvm::{self, KvmBackend, KvmReport};
+use crate::config::Config;
+
+/// How one finding bears on running containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Fine.
+    Ok,
+    /// Containers run, but something is missing (named in the detail).
+    Warn,
+    /// Containers cannot run.
+    Fail,
+}
+
+/// One finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Short name: `kvm`, `vsock`, `tun`, `cgroup`, `kernel`, `initramfs`.
+    pub name: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// What was found, in one line.
+    pub detail: String,
+}
+
+/// Every finding, plus the raw facts behind the important ones.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when no check failed: runvm can run containers on this host.
+    pub ok: bool,
+    /// The findings, in a fixed order.
+    pub checks: Vec<Check>,
+    /// The KVM probe's facts.
+    pub kvm: KvmReport,
+    /// The host's cgroup layout.
+    pub cgroup: CgroupLayout,
+}
+
+fn kvm_check(r: &KvmReport) -> Check {
+    let (verdict, detail) = match (r.backend, &r.error) {
+        (KvmBackend::Absent, _) => (
+            Verdict::Fail,
+            "no /dev/kvm: enable virtualisation in the firmware and load kvm_amd or kvm_intel"
+                .to_owned(),
+        ),
+        (KvmBackend::Pvm, _) => (
+            Verdict::Fail,
+            "/dev/kvm is kvm_pvm, software nested virtualisation: ordinary guest kernels crawl \
+             and crash under it, so runvm cannot run guests here (use hardware KVM, or the L1 \
+             test VM: tests/vm/l1)"
+                .to_owned(),
+        ),
+        (b, Some(e)) => (Verdict::Fail, format!("{}: {e}", b.describe())),
+        (KvmBackend::Unknown, None) => (
+            Verdict::Warn,
+            format!(
+                "{}, API {}: works, but not known to be hardware-backed",
+                r.backend.describe(),
+                r.api_version.unwrap_or_default()
+            ),
+        ),
+        (b, None) => (
+            Verdict::Ok,
+            format!(
+                "{}, API {}",
+                b.describe(),
+                r.api_version.unwrap_or_default()
+            ),
+        ),
+    };
+    Check {
+        name: "kvm",
+        verdict,
+        detail,
+    }
+}
+
+fn vsock_check(root: &HostRoot) -> Check {
+    let vhost = match devices::open_state(root, "/dev/vhost-vsock") {
+        DeviceState::Usable => "present",
+        DeviceState::Missing => "absent",
+        DeviceState::Unusable(_) => "present but not usable",
+    };
+    Check {
+        name: "vsock",
+        verdict: Verdict::Ok,
+        detail: format!(
+            "virtio-vsock is served in userspace by runvm; no host module needed \
+             (/dev/vhost-vsock {vhost}, unused)"
+        ),
+    }
+}
+
+fn tun_check(root: &HostRoot) -> Check {
+    let (verdict, detail) = match devices::open_state(root, "/dev/net/tun") {
+        DeviceState::Usable => (Verdict::Ok, "/dev/net/tun usable".to_owned()),
+        DeviceState::Missing => (
+            Verdict::Warn,
+            "no /dev/net/tun (load the tun module): containers get no network interface".to_owned(),
+        ),
+        DeviceState::Unusable(e) => (
+            Verdict::Warn,
+            format!("/dev/net/tun: {e}: containers get no network interface"),
+        ),
+    };
+    Check {
+        name: "tun",
+        verdict,
+        detail,
+    }
+}
+
+fn cgroup_check(layout: CgroupLayout) -> Check {
+    let verdict = match layout {
+        CgroupLayout::None => Verdict::Warn,
+        _ => Verdict::Ok,
+    };
+    Check {
+        name: "cgroup",
+        verdict,
+        detail: layout.describe().to_owned(),
+    }
+}
+
+fn asset_check(name: &'static str, path: &std::path::Path, role: AssetRole) -> Check {
+    match assets::check(path, role) {
+        Ok(detail) => Check {
+            name,
+            verdict: Verdict::Ok,
+            detail,
+        },
+        Err(detail) => Check {
+            name,
+            verdict: Verdict::Fail,
+            detail,
+        },
+    }
+}
+
+/// Runs every check against the host below `root` with the assets `config` names.
+pub fn run(root: &HostRoot, config: &Config) -> Report {
+    let kvm = kvm::probe(root);
+    let cgroup = cgroup::layout(root);
+    let checks = vec![
+        kvm_check(&kvm),
+        vsock_check(root),
+        tun_check(root),
+        cgroup_check(cgroup),
+        asset_check("kernel", &config.kernel, AssetRole::Kernel),
+        asset_check("initramfs", &config.initramfs, AssetRole::Initramfs),
+    ];
+    Report {
+        ok: checks.iter().all(|c| c.verdict != Verdict::Fail),
+        checks,
+        kvm,
+        cgroup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict_of(report: &Report, name: &str) -> Verdict {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.verdict)
+            .unwrap()
+    }
+
+    #[test]
+    fn pvm_host_with_assets_still_fails_on_kvm() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("sys/module/kvm_pvm")).unwrap();
+        std::fs::create_dir_all(p.join("dev")).unwrap();
+        std::fs::write(p.join("dev/kvm"), "").unwrap();
+        std::fs::write(p.join("vmlinux"), b"\x7fELF").unwrap();
+        std::fs::write(p.join("initramfs.img"), b"070701").unwrap();
+        let report = run(&HostRoot::at(p), &Config::defaults(p));
+        assert_eq!(verdict_of(&report, "kvm"), Verdict::Fail);
+        assert_eq!(verdict_of(&report, "kernel"), Verdict::Ok);
+        assert_eq!(verdict_of(&report, "initramfs"), Verdict::Ok);
+        assert_eq!(verdict_of(&report, "tun"), Verdict::Warn);
+        assert!(!report.ok);
+        let kvm = report.checks.iter().find(|c| c.name == "kvm").unwrap();
+        assert!(kvm.detail.contains("kvm_pvm"), "{}", kvm.detail);
+    }
+
+    #[test]
+    fn json_names_every_check_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let report = run(&HostRoot::at(d.path()), &Config::defaults(d.path()));
+        let v = serde_json::to_value(&report).unwrap();
+        let names: Vec<&str> = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["kvm", "vsock", "tun", "cgroup", "kernel", "initramfs"]
+        );
+        assert_eq!(v["kvm"]["backend"], "absent");
+        assert_eq!(v["ok"], false);
+    }
+}

@@ -1,0 +1,39 @@
+//! Shared helpers of runvm's VM test suite: tests that need real KVM.
+//!
+//! These tests run where `/dev/kvm` is real: natively on a host with hardware KVM, or inside
+//! the L1 test VM (`tests/vm/run` decides). Anywhere else they fail loudly at their first
+//! line; they never skip.
+
+use std::path::PathBuf;
+
+use runvm::host::HostRoot;
+use runvm::host::kvm::{self, KvmBackend};
+
+/// Panics with a clear message unless this machine has a `/dev/kvm` that runs ordinary
+/// guests. Every VM test calls it first.
+pub fn require_real_kvm() {
+    let report = kvm::probe(&HostRoot::system());
+    assert!(
+        report.usable(),
+        "VM tests need real KVM, found {} ({}). Run them with `make test` or \
+         `tests/vm/run -- <test binary>`, which boots the L1 test VM when needed.",
+        report.backend.describe(),
+        report.error.as_deref().unwrap_or("no error"),
+    );
+    assert_ne!(report.backend, KvmBackend::Pvm);
+}
+
+/// The `runvm` binary built by this workspace (`target/<profile>/runvm`), found next to the
+/// test executable; `RUNVM_BIN` overrides it.
+pub fn runvm_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RUNVM_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/runvm
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executables live in target/<profile>/deps");
+    profile_dir.join("runvm")
+}
