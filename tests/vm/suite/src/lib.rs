@@ -13,12 +13,16 @@ use runvm::host::kvm::{self, KvmBackend};
 /// guests. Every VM test calls it first.
 pub fn require_real_kvm() {
     let report = kvm::probe(&HostRoot::system());
+    let why = report
+        .error
+        .as_deref()
+        .map(|e| format!(" ({e})"))
+        .unwrap_or_default();
     assert!(
         report.usable(),
-        "VM tests need real KVM, found {} ({}). Run them with `make test` or \
+        "VM tests need real KVM, found {}{why}. Run them with `make test` or \
          `tests/vm/run -- <test binary>`, which boots the L1 test VM when needed.",
         report.backend.describe(),
-        report.error.as_deref().unwrap_or("no error"),
     );
     assert_ne!(report.backend, KvmBackend::Pvm);
 }
