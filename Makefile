@@ -5,8 +5,8 @@
 # L1 test VM, plus the KVM smoke test in L1 (later: a container in a microVM).
 demo: deps build
 	-./target/debug/runvm check
-	tests/vm/run -- ./target/debug/runvm check
-	tests/vm/run -- tests/vm/run-suite $$(tests/vm/build-suite)
+	tests/vm/run -- sh -c './target/debug/runvm check; echo; tests/vm/run-suite "$$@"' \
+		demo $$(tests/vm/build-suite)
 
 # Everything: lint, host tests, VM tests, the L1 harness's self-test.
 test: deps
