@@ -1,14 +1,16 @@
 # runvm: the two commands of the README's Quick start, and their parts.
-.PHONY: demo test deps build lint l1
+.PHONY: demo test deps build guest lint l1
 
-# Set up a fresh machine and show runvm at work: today, `runvm check` here and inside the
-# L1 test VM, plus the KVM smoke test in L1 (later: a container in a microVM).
+# Set up a fresh machine and show runvm at work: `runvm check` here, then, where KVM is real
+# (natively or in the L1 test VM), `runvm check` with this checkout's guest image and a
+# microVM booted by runvm's own VMM to guest-init's hello over vsock (one JSON line of
+# measurements). Later: a container in a microVM.
 demo: deps build
 	-./target/debug/runvm check
-	tests/vm/run -- sh -c './target/debug/runvm check; echo; tests/vm/run-suite "$$@"' \
-		demo $$(tests/vm/build-suite)
+	RUNVM_CONFIG=$$(rootfs/build-guest | tail -n1) tests/vm/run -- \
+		sh -c './target/debug/runvm check && ./target/debug/runvm debug boot --vcpus 2'
 
-# Everything: lint, host tests, VM tests, the L1 harness's self-test.
+# Everything: lint, host tests, guest image, VM tests, the L1 harness's self-test.
 test: deps
 	tests/run
 
@@ -17,6 +19,10 @@ deps:
 
 build:
 	cargo build
+
+# The guest image of this checkout in target/guest/ (kernel cached outside the repo).
+guest: deps
+	rootfs/build-guest
 
 lint:
 	cargo fmt --all -- --check

@@ -5,9 +5,13 @@
 //! runc verb, [`host`] probes what this machine can do, [`config`] says where the guest
 //! assets live.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod host;
+pub mod image;
+pub mod vmm;
 
 /// The version of the OCI runtime specification runvm implements.
 pub const OCI_SPEC_VERSION: &str = "1.2.0";

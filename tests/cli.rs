@@ -144,3 +144,23 @@ fn errors_go_to_stderr_and_to_the_json_log() {
             .starts_with("invalid config file")
     );
 }
+
+#[test]
+fn debug_boot_fails_fast_and_clearly_where_guests_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = fake_assets(dir.path());
+    let start = std::time::Instant::now();
+    let out = runvm(&["debug", "boot", "--timeout", "5"], Some(&conf));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let pvm = Path::new("/sys/module/kvm_pvm").exists() && Path::new("/dev/kvm").exists();
+    if pvm {
+        // This project's machines: refused before any guest code runs.
+        assert!(stderr.contains("kvm_pvm"), "{stderr}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    } else {
+        // Elsewhere the fake kernel is what stops it.
+        assert!(stderr.contains("kernel"), "{stderr}");
+    }
+}

@@ -1,17 +1,85 @@
-//! guest-init: PID 1 of a runvm microVM.
+//! guest-init: PID 1 of a runvm microVM, the only file of its initramfs.
 //!
-//! It will mount the guest's pseudo file systems, connect to the host over virtio-vsock,
-//! receive the container's OCI spec, build the container and relay its process (see
-//! DESIGN.md §3 and ARCHITECTURE.md). Today it is the workspace member only: it reports its
-//! version and otherwise exits non-zero.
+//! It mounts the guest's pseudo file systems, connects to the host over virtio-vsock, says
+//! hello (protocol version, kernel release, boot time), answers the host's requests, and
+//! powers the VM off when told to or when the host connection is lost. The container set-up
+//! comes later (see ARCHITECTURE.md).
 
+mod mounts;
+mod power;
+mod vsock;
+
+use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use guest_init::protocol::{
+    CONTROL_PORT, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
+};
+
+/// The host's vsock context id.
+const HOST_CID: u32 = 2;
+/// How long guest-init keeps trying to reach the host.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+/// How long guest-init waits for the host to close after acknowledging power-off.
+const POWER_OFF_HANDSHAKE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--version") {
-        println!("guest-init {}", env!("CARGO_PKG_VERSION"));
+        println!(
+            "guest-init {} (protocol {PROTOCOL_VERSION})",
+            env!("CARGO_PKG_VERSION")
+        );
         return ExitCode::SUCCESS;
     }
-    eprintln!("guest-init: the guest side of runvm is not built yet");
-    ExitCode::FAILURE
+    if std::process::id() != 1 {
+        eprintln!("guest-init: runs only as PID 1 of a runvm guest");
+        return ExitCode::FAILURE;
+    }
+    let boottime = power::boottime_ns();
+    if let Err(e) = mounts::mount_basics() {
+        log(&format!("cannot mount the basics: {e}"));
+    }
+    if let Err(e) = serve(boottime) {
+        log(&e);
+    }
+    power::power_off()
+}
+
+/// Writes a line to the console (the kernel's /dev/console is our stderr).
+fn log(msg: &str) {
+    eprintln!("guest-init: {msg}");
+}
+
+/// Talks to the host until it says power off or goes away.
+fn serve(boottime: u64) -> Result<(), String> {
+    let stream = vsock::connect(HOST_CID, CONTROL_PORT, CONNECT_PATIENCE)
+        .map_err(|e| format!("cannot reach the host on vsock port {CONTROL_PORT}: {e}"))?;
+    let read_half = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(read_half);
+    let mut writer = BufWriter::new(stream);
+    let hello = GuestMessage::Hello {
+        protocol: PROTOCOL_VERSION,
+        kernel_release: power::kernel_release(),
+        boottime_at_init_ns: boottime,
+        online_cpus: power::online_cpus(),
+    };
+    write_frame(&mut writer, &hello).map_err(|e| format!("cannot send hello: {e}"))?;
+    loop {
+        let msg: Option<HostMessage> =
+            read_frame(&mut reader).map_err(|e| format!("bad message from the host: {e}"))?;
+        let reply = match msg {
+            None => return Err("the host closed the connection".into()),
+            Some(HostMessage::Ping) => GuestMessage::Pong,
+            Some(HostMessage::PowerOff) => {
+                let _ = write_frame(&mut writer, &GuestMessage::PoweringOff);
+                // Our send is still in the kernel's vsock queue; restarting now could reset
+                // the device before it leaves. The host closes the connection once it has
+                // read the acknowledgement: wait for that, for a bounded time.
+                vsock::wait_for_close(reader.get_ref(), POWER_OFF_HANDSHAKE);
+                return Ok(());
+            }
+        };
+        write_frame(&mut writer, &reply).map_err(|e| format!("cannot answer the host: {e}"))?;
+    }
 }

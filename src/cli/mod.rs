@@ -3,6 +3,7 @@
 //! on stderr, and a JSON line in `--log` for containerd to show).
 
 mod check;
+mod debug;
 mod log;
 
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ pub struct Cli {
 pub enum Command {
     /// Check whether this host can run runvm containers.
     Check(check::CheckArgs),
+    /// Developer tools: measure a guest boot, write the initramfs.
+    #[command(subcommand)]
+    Debug(debug::DebugCommand),
 }
 
 /// Parses the process's arguments, runs the verb, and returns the exit status.
@@ -71,6 +75,7 @@ pub fn main() -> ExitCode {
     let logger = log::Logger::new(cli.log.clone(), cli.log_format);
     let result = match &cli.command {
         Command::Check(args) => check::run(args),
+        Command::Debug(cmd) => debug::run(cmd, cli.debug),
     };
     match result {
         Ok(code) => code,

@@ -41,3 +41,17 @@ pub fn runvm_bin() -> PathBuf {
         .expect("test executables live in target/<profile>/deps");
     profile_dir.join("runvm")
 }
+
+/// The guest image built by `rootfs/build-guest`, named by `RUNVM_CONFIG`; panics with a
+/// clear message if it is not there. Returns the configuration file's directory.
+pub fn guest_image() -> PathBuf {
+    let config = std::env::var_os("RUNVM_CONFIG").map(PathBuf::from).expect(
+        "RUNVM_CONFIG must name the guest image's config.toml: run `make test`, or \
+         `export RUNVM_CONFIG=$(rootfs/build-guest | tail -n1)` first",
+    );
+    assert!(config.is_file(), "{} does not exist", config.display());
+    config
+        .parent()
+        .expect("a config file has a directory")
+        .to_owned()
+}

@@ -1,15 +1,17 @@
-//! `runvm check` on a host with real KVM: the KVM line must say usable hardware KVM (inside
-//! the L1 test VM that is AMD SVM through kvm_amd).
+//! `runvm check` on a host with real KVM and the guest image of this checkout: the KVM line
+//! says usable hardware KVM (inside the L1 test VM, AMD SVM through kvm_amd), and with the
+//! kernel and initramfs installed runvm can run containers: exit 0.
 
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
-use runvm_vm_tests::{require_real_kvm, runvm_bin};
+use runvm_vm_tests::{guest_image, require_real_kvm, runvm_bin};
 
 #[test]
 fn check_reports_usable_hardware_kvm() {
     require_real_kvm();
+    guest_image();
     let out = Command::new(runvm_bin())
         .args(["check", "--json"])
         .output()
@@ -33,6 +35,8 @@ fn check_reports_usable_hardware_kvm() {
         "backend {backend}"
     );
     assert_eq!(report["kvm"]["api_version"], 12);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(out.status.success());
 
     // The human form says the same in one line.
     let text = Command::new(runvm_bin()).arg("check").output().unwrap();

@@ -1,0 +1,150 @@
+//! The control protocol between runvm (host) and guest-init, over one virtio-vsock stream.
+//!
+//! Every message is a frame: a 4-byte little-endian length, then that many bytes of JSON.
+//! Frames are bounded by [`MAX_FRAME`]; a reader refuses anything larger before allocating.
+//! The first frame on a connection is the guest's [`GuestMessage::Hello`], which carries
+//! [`PROTOCOL_VERSION`]; the host refuses a version it does not speak.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version both sides must agree on.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The vsock port on the host (CID 2) that guest-init connects to.
+pub const CONTROL_PORT: u32 = 1024;
+/// The guest's vsock context id.
+pub const GUEST_CID: u64 = 3;
+/// The largest frame either side accepts, in bytes.
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// What guest-init sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuestMessage {
+    /// The first frame: who is talking.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the guest.
+        protocol: u32,
+        /// `uname -r` of the guest kernel.
+        kernel_release: String,
+        /// CLOCK_BOOTTIME when guest-init started, in nanoseconds: the kernel's boot time.
+        boottime_at_init_ns: u64,
+        /// CPUs online in the guest.
+        online_cpus: u32,
+    },
+    /// Answer to [`HostMessage::Ping`].
+    Pong,
+    /// guest-init is about to power the VM off; it waits (briefly) for the host to close the
+    /// connection first, so that this message is not lost in the restart.
+    PoweringOff,
+    /// A request could not be served.
+    Error {
+        /// Why, in one line.
+        message: String,
+    },
+}
+
+/// What the host sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HostMessage {
+    /// Asks for a [`GuestMessage::Pong`].
+    Ping,
+    /// Power the VM off now.
+    PowerOff,
+}
+
+/// Writes one frame holding `msg`.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
+    }
+    let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame and decodes it. `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < len.len() {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let hello = GuestMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            kernel_release: "6.12.0-runvm".into(),
+            boottime_at_init_ns: 123,
+            online_cpus: 2,
+        };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &hello).unwrap();
+        write_frame(&mut buf, &GuestMessage::Pong).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame::<_, GuestMessage>(&mut r).unwrap(), Some(hello));
+        assert_eq!(
+            read_frame::<_, GuestMessage>(&mut r).unwrap(),
+            Some(GuestMessage::Pong)
+        );
+        assert_eq!(read_frame::<_, GuestMessage>(&mut r).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_refused() {
+        let mut big = (MAX_FRAME as u32 + 1).to_le_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        let err = read_frame::<_, HostMessage>(&mut &big[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        let truncated = [10u8, 0, 0, 0, b'{'];
+        let err = read_frame::<_, HostMessage>(&mut &truncated[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+
+        let half_len = [1u8, 0];
+        let err = read_frame::<_, HostMessage>(&mut &half_len[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn unknown_messages_are_invalid_data() {
+        let body = br#"{"type":"format_disk"}"#;
+        let mut buf = (body.len() as u32).to_le_bytes().to_vec();
+        buf.extend_from_slice(body);
+        let err = read_frame::<_, HostMessage>(&mut &buf[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

@@ -1,0 +1,202 @@
+//! The host side of the control protocol with guest-init: wait for the guest to connect and
+//! say hello, then send requests and read answers, each bounded in time. A VM that stops
+//! while we wait is reported with the last lines its console printed.
+
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use guest_init::protocol::{
+    CONTROL_PORT, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
+};
+
+use crate::vmm::vcpu::StopReason;
+use crate::vmm::vm::MicroVm;
+
+/// Errors talking to guest-init.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The guest did not connect or answer in time.
+    #[error("the guest did not {what} within {secs} s{console}")]
+    Timeout {
+        /// What we waited for.
+        what: &'static str,
+        /// How long.
+        secs: u64,
+        /// The console's last lines, formatted for the message.
+        console: String,
+    },
+    /// The VM stopped while we waited.
+    #[error("the VM stopped ({reason}) before the guest {what}{console}")]
+    VmStopped {
+        /// How it stopped.
+        reason: String,
+        /// What we waited for.
+        what: &'static str,
+        /// The console's last lines, formatted for the message.
+        console: String,
+    },
+    /// The guest broke the protocol.
+    #[error("guest-init broke the protocol: {0}")]
+    Protocol(String),
+    /// A host-side socket failed.
+    #[error("vsock: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the guest said in its hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Its protocol version.
+    pub protocol: u32,
+    /// `uname -r` in the guest.
+    pub kernel_release: String,
+    /// Guest boot time when guest-init started.
+    pub boottime_at_init: Duration,
+    /// CPUs online in the guest.
+    pub online_cpus: u32,
+}
+
+/// A connected guest-init.
+pub struct Agent {
+    stream: UnixStream,
+    hello: Hello,
+}
+
+/// The console's last lines, as a message suffix.
+fn console_suffix(vm: &MicroVm) -> String {
+    let lines = vm.console().last_lines(8);
+    if lines.is_empty() {
+        String::from(" (the guest console printed nothing)")
+    } else {
+        format!("; last console lines: {}", lines.join(" | "))
+    }
+}
+
+fn stop_reason_text(reason: &StopReason) -> String {
+    match reason {
+        StopReason::Error(e) => e.clone(),
+        r => r.name().replace('_', " "),
+    }
+}
+
+impl Agent {
+    /// Waits up to `timeout` for guest-init to connect to the control port and say hello.
+    pub fn accept(vm: &MicroVm, timeout: Duration) -> Result<Agent, AgentError> {
+        let listener = vm.vsock().listen(CONTROL_PORT)?;
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            if let Some(s) = listener.accept_timeout(Duration::from_millis(50))? {
+                break s;
+            }
+            if let Some(reason) = vm.wait_stop(Duration::ZERO) {
+                return Err(AgentError::VmStopped {
+                    reason: stop_reason_text(&reason),
+                    what: "connected",
+                    console: console_suffix(vm),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::Timeout {
+                    what: "connect over vsock",
+                    secs: timeout.as_secs(),
+                    console: console_suffix(vm),
+                });
+            }
+        };
+        stream.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))?;
+        let first: Option<GuestMessage> = read_frame(&mut &stream).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => AgentError::Timeout {
+                what: "say hello",
+                secs: timeout.as_secs(),
+                console: console_suffix(vm),
+            },
+            _ => AgentError::Protocol(e.to_string()),
+        })?;
+        let hello = match first {
+            Some(GuestMessage::Hello {
+                protocol,
+                kernel_release,
+                boottime_at_init_ns,
+                online_cpus,
+            }) => Hello {
+                protocol,
+                kernel_release,
+                boottime_at_init: Duration::from_nanos(boottime_at_init_ns),
+                online_cpus,
+            },
+            Some(other) => {
+                return Err(AgentError::Protocol(format!(
+                    "expected hello, got {other:?}"
+                )));
+            }
+            None => {
+                return Err(AgentError::Protocol(
+                    "connection closed before hello".into(),
+                ));
+            }
+        };
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(AgentError::Protocol(format!(
+                "guest speaks protocol {}, runvm speaks {PROTOCOL_VERSION}",
+                hello.protocol
+            )));
+        }
+        Ok(Agent { stream, hello })
+    }
+
+    /// The guest's hello.
+    pub fn hello(&self) -> &Hello {
+        &self.hello
+    }
+
+    /// Sends `msg` and reads the answer within `timeout`.
+    fn request(
+        &mut self,
+        msg: &HostMessage,
+        timeout: Duration,
+    ) -> Result<GuestMessage, AgentError> {
+        write_frame(&mut &self.stream, msg)?;
+        self.stream.set_read_timeout(Some(timeout))?;
+        match read_frame(&mut &self.stream) {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err(AgentError::Protocol("connection closed".into())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(AgentError::Timeout {
+                    what: "answer",
+                    secs: timeout.as_secs(),
+                    console: String::new(),
+                })
+            }
+            Err(e) => Err(AgentError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Round trip: ping, expect pong.
+    pub fn ping(&mut self, timeout: Duration) -> Result<(), AgentError> {
+        match self.request(&HostMessage::Ping, timeout)? {
+            GuestMessage::Pong => Ok(()),
+            other => Err(AgentError::Protocol(format!(
+                "expected pong, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Tells the guest to power off and waits for its acknowledgement.
+    pub fn power_off(&mut self, timeout: Duration) -> Result<(), AgentError> {
+        match self.request(&HostMessage::PowerOff, timeout)? {
+            GuestMessage::PoweringOff => Ok(()),
+            other => Err(AgentError::Protocol(format!(
+                "expected powering_off, got {other:?}"
+            ))),
+        }
+    }
+}

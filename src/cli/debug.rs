@@ -1,0 +1,206 @@
+//! `runvm debug`: tools for developers.
+//! - `boot`: boot a guest, wait for guest-init's hello over vsock, ping it, power it off, and
+//!   print one JSON line of measurements (phases, VM exits by kind, peak RSS).
+//! - `initramfs`: write the initramfs holding a guest-init binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::vmm::vcpu::StopReason;
+use crate::vmm::vm::{MicroVm, VmConfig};
+
+/// `runvm debug` verbs.
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Boot a guest to guest-init's hello, power it off, print measurements as JSON.
+    Boot(BootArgs),
+    /// Write the initramfs for a guest-init binary.
+    Initramfs(InitramfsArgs),
+}
+
+/// Flags of `runvm debug boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Guest kernel (default: from the configuration).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs (default: from the configuration).
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// Seconds to wait for the hello.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Write the guest console here.
+    #[arg(long)]
+    console_log: Option<PathBuf>,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Only measure the VMM's set-up: build the VM, stop at the first vCPU entry. Allowed on
+    /// kvm_pvm, where everything up to that point is native.
+    #[arg(long)]
+    setup_only: bool,
+}
+
+/// Flags of `runvm debug initramfs`.
+#[derive(Debug, Args)]
+pub struct InitramfsArgs {
+    /// The static guest-init binary.
+    #[arg(long)]
+    init: PathBuf,
+    /// Where to write the archive.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+/// Phases of a boot, in milliseconds.
+#[derive(Debug, Serialize)]
+struct Phases {
+    vmm_setup_to_first_entry: f64,
+    kernel_start_to_init: f64,
+    init_to_hello: f64,
+    power_off: f64,
+}
+
+/// The JSON line `debug boot` prints.
+#[derive(Debug, Serialize)]
+struct BootReport {
+    kernel_release: String,
+    protocol: u32,
+    vcpus: u8,
+    guest_online_cpus: u32,
+    memory_mib: u64,
+    stop: &'static str,
+    phases_ms: Phases,
+    total_ms: f64,
+    exits: std::collections::BTreeMap<&'static str, u64>,
+    peak_rss_kib: i64,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+fn peak_rss_kib() -> i64 {
+    // SAFETY: rusage is plain old data; getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return -1;
+    }
+    usage.ru_maxrss
+}
+
+/// Runs a `debug` verb.
+pub fn run(cmd: &DebugCommand, debug: bool) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DebugCommand::Boot(args) => boot(args, debug),
+        DebugCommand::Initramfs(args) => {
+            crate::image::write_initramfs(&args.init, &args.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The JSON line `debug boot --setup-only` prints.
+#[derive(Debug, Serialize)]
+struct SetupReport {
+    vmm_setup_to_first_entry_ms: f64,
+    peak_rss_kib: i64,
+}
+
+fn setup_only(vm: MicroVm) -> anyhow::Result<ExitCode> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(t) = vm.first_entry() {
+            break t;
+        }
+        if Instant::now() >= deadline {
+            bail!("vCPU 0 did not enter the guest within 10 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let report = SetupReport {
+        vmm_setup_to_first_entry_ms: ms(first.saturating_duration_since(vm.created())),
+        peak_rss_kib: peak_rss_kib(),
+    };
+    vm.shutdown();
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("cannot encode the report")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load()?;
+    let vm_config = VmConfig {
+        kernel: args.kernel.clone().unwrap_or(config.kernel),
+        initramfs: Some(args.initramfs.clone().unwrap_or(config.initramfs)),
+        vcpus: args.vcpus,
+        memory_mib: args.memory,
+        extra_cmdline: args.cmdline.clone(),
+        console_log: args.console_log.clone(),
+        debug,
+        allow_software_kvm: args.setup_only,
+    };
+    let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
+    if args.setup_only {
+        return setup_only(vm);
+    }
+    let mut agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
+    let hello_at = Instant::now();
+    let hello = agent.hello().clone();
+    agent.ping(Duration::from_secs(10))?;
+    let off_at = Instant::now();
+    agent.power_off(Duration::from_secs(10))?;
+    let stop = match vm.wait_stop(Duration::from_secs(10)) {
+        // The guest announced it, then pulsed the reset line: that is its power-off.
+        Some(StopReason::Reset | StopReason::PowerOff) => "power_off",
+        Some(StopReason::Error(e)) => bail!("the VM failed while powering off: {e}"),
+        Some(other) => bail!(
+            "the VM stopped unexpectedly while powering off: {}",
+            other.name()
+        ),
+        None => bail!("the guest acknowledged power-off but the VM did not stop within 10 s"),
+    };
+    let stopped_at = Instant::now();
+    let first_entry = vm.first_entry().unwrap_or(hello_at);
+    let in_guest = hello_at.saturating_duration_since(first_entry);
+    let report = BootReport {
+        kernel_release: hello.kernel_release,
+        protocol: hello.protocol,
+        vcpus: args.vcpus,
+        guest_online_cpus: hello.online_cpus,
+        memory_mib: args.memory,
+        stop,
+        phases_ms: Phases {
+            vmm_setup_to_first_entry: ms(first_entry.saturating_duration_since(vm.created())),
+            kernel_start_to_init: ms(hello.boottime_at_init),
+            init_to_hello: ms(in_guest.saturating_sub(hello.boottime_at_init)),
+            power_off: ms(stopped_at.saturating_duration_since(off_at)),
+        },
+        total_ms: ms(stopped_at.saturating_duration_since(vm.created())),
+        exits: vm.exit_counts(),
+        peak_rss_kib: peak_rss_kib(),
+    };
+    vm.shutdown();
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("cannot encode the report")?
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,355 @@
+//! The virtio-vsock device: features, config space, activation, and the processing of the tx
+//! and rx queues (descriptor chains to packets and back), which the event handler calls.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_vsock::packet::VsockPacket;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
+
+use super::muxer::{SocketWatcher, VsockMuxer};
+use super::{
+    HostRequest, MAX_PKT_PAYLOAD, NUM_QUEUES, QUEUE_SIZE, TX_QUEUE, VsockError, VsockHandle,
+    VsockHeader, handle_pair,
+};
+use crate::devices::virtio::{
+    ActivateError, INT_VRING, Interrupt, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice,
+};
+use crate::vmm::GuestMemory;
+
+/// Maximum size of each queue (rx, tx, event).
+const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
+/// Tx chains handled per queue event before the device lets other events run.
+const MAX_TX_BATCH: usize = 4 * QUEUE_SIZE as usize;
+/// Errors caused by the guest that are logged; later ones are counted silently.
+const MAX_LOGGED_ERRORS: u32 = 16;
+
+/// What the device works with once the driver has set it up.
+struct ActiveQueues {
+    mem: GuestMemory,
+    interrupt: Arc<dyn Interrupt>,
+    rx: Queue,
+    tx: Queue,
+    /// The event queue: the device never posts events, it only keeps the queue.
+    _event: Queue,
+}
+
+/// A virtio-vsock device whose connections end in this process (see the module docs).
+pub struct Vsock {
+    guest_cid: u64,
+    acked_features: u64,
+    queue_events: Vec<EventFd>,
+    pub(super) wake: Arc<EventFd>,
+    requests: Receiver<HostRequest>,
+    pub(super) timer: TimerFd,
+    armed_deadline: Option<Instant>,
+    active: Option<ActiveQueues>,
+    pub(super) muxer: VsockMuxer,
+    errors_seen: u32,
+}
+
+impl std::fmt::Debug for Vsock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vsock")
+            .field("guest_cid", &self.guest_cid)
+            .field("active", &self.active.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vsock {
+    /// A device for the guest `guest_cid` and the handle other threads use to open and accept
+    /// its connections. Fails for the reserved CIDs (0, 1, 2 and `u32::MAX` and above).
+    pub fn new(guest_cid: u64) -> io::Result<(Vsock, VsockHandle)> {
+        if guest_cid <= super::HOST_CID || guest_cid >= u64::from(u32::MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("vsock guest cid {guest_cid} is reserved"),
+            ));
+        }
+        let queue_events = (0..NUM_QUEUES)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<io::Result<Vec<_>>>()?;
+        let (parts, handle) = handle_pair()?;
+        let timer = TimerFd::new().map_err(io::Error::from)?;
+        let device = Vsock {
+            guest_cid,
+            acked_features: 0,
+            queue_events,
+            wake: parts.wake,
+            requests: parts.requests,
+            timer,
+            armed_deadline: None,
+            active: None,
+            muxer: VsockMuxer::new(guest_cid, parts.listeners),
+            errors_seen: 0,
+        };
+        Ok((device, handle))
+    }
+
+    /// The guest's context id.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
+    /// Whether the driver has activated the device.
+    pub fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// Takes the requests other threads queued through the [`VsockHandle`].
+    pub(super) fn process_host_requests(&mut self) {
+        while let Ok(request) = self.requests.try_recv() {
+            self.muxer.handle_host_request(request);
+        }
+    }
+
+    /// Hands every packet the guest queued on tx to the muxer, then answers on rx.
+    pub(super) fn process_tx(&mut self, now: Instant) {
+        let Self {
+            active,
+            muxer,
+            errors_seen,
+            queue_events,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return;
+        };
+        let mut used = 0;
+        while let Some(mut chain) = active.tx.pop_descriptor_chain(&active.mem) {
+            let head = chain.head_index();
+            match VsockPacket::from_tx_virtq_chain(&active.mem, &mut chain, MAX_PKT_PAYLOAD) {
+                Ok(pkt) => {
+                    let hdr = VsockHeader::from_packet(&pkt);
+                    muxer.handle_guest_packet(&hdr, pkt.data_slice(), now);
+                }
+                Err(err) => log_error(errors_seen, &VsockError::Chain(err)),
+            }
+            // Nothing is written to tx buffers: the used length is 0, good chain or bad.
+            if let Err(err) = active.tx.add_used(&active.mem, head, 0) {
+                log_error(errors_seen, &VsockError::Queue(err));
+            }
+            used += 1;
+            if used == MAX_TX_BATCH {
+                // A guest refilling the queue as fast as we drain it must not starve the rest
+                // of the event loop: come back through the queue event.
+                if let Some(event) = queue_events.get(TX_QUEUE)
+                    && let Err(err) = event.write(1)
+                {
+                    log_error(errors_seen, &VsockError::EventLoop(err));
+                }
+                break;
+            }
+        }
+        if used > 0 {
+            notify_guest(&mut active.tx, &active.mem, &*active.interrupt, errors_seen);
+        }
+        self.process_rx(now);
+    }
+
+    /// Fills the guest's rx buffers with what the muxer has for it.
+    pub(super) fn process_rx(&mut self, now: Instant) {
+        let Self {
+            active,
+            muxer,
+            errors_seen,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return;
+        };
+        let mut used_any = false;
+        while muxer.has_rx_work() {
+            let Some(mut chain) = active.rx.pop_descriptor_chain(&active.mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            // Any data buffer size is accepted: no more than MAX_PKT_PAYLOAD is written.
+            let used_len = match VsockPacket::from_rx_virtq_chain(&active.mem, &mut chain, u32::MAX)
+            {
+                Ok(mut pkt) => match muxer.fill_rx_packet(&mut pkt, now) {
+                    // A buffer without room for data that nobody could use (the pending work
+                    // is data): give it back empty rather than stall the queue on it.
+                    Ok(None) if pkt.data_slice().is_none_or(|data| data.is_empty()) => Some(0),
+                    Ok(filled) => filled,
+                    Err(err) => {
+                        log_error(errors_seen, &err);
+                        Some(0)
+                    }
+                },
+                Err(err) => {
+                    log_error(errors_seen, &VsockError::Chain(err));
+                    Some(0)
+                }
+            };
+            let Some(used_len) = used_len else {
+                // Nothing to send after all: leave the buffer to the guest.
+                active.rx.go_to_previous_position();
+                break;
+            };
+            if let Err(err) = active.rx.add_used(&active.mem, head, used_len) {
+                log_error(errors_seen, &VsockError::Queue(err));
+            }
+            used_any = true;
+        }
+        if used_any {
+            notify_guest(&mut active.rx, &active.mem, &*active.interrupt, errors_seen);
+        }
+    }
+
+    /// Times out connections whose deadline has passed.
+    pub(super) fn process_deadlines(&mut self, now: Instant) {
+        self.muxer.expire(now);
+        // The timer fired (or may have): it must be set again even if the deadline is the same.
+        self.armed_deadline = None;
+        self.arm_timer(now, true);
+    }
+
+    /// Sets the timer to the earliest connection deadline, if it changed.
+    pub(super) fn arm_timer(&mut self, now: Instant, force: bool) {
+        let next = self.muxer.next_deadline();
+        if next == self.armed_deadline && !force {
+            return;
+        }
+        let result = match next {
+            // A zero duration would disarm the timer: fire in a millisecond instead.
+            Some(deadline) => self.timer.reset(
+                deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1)),
+                None,
+            ),
+            None => self.timer.clear(),
+        };
+        match result {
+            Ok(()) => self.armed_deadline = next,
+            Err(err) => log_error(
+                &mut self.errors_seen,
+                &VsockError::EventLoop(io::Error::from(err)),
+            ),
+        }
+    }
+
+    /// Applies the connections' epoll interests through `watcher`.
+    pub(super) fn sync_interests(&mut self, watcher: &mut dyn SocketWatcher) {
+        for err in self.muxer.sync_interests(watcher) {
+            log_error(&mut self.errors_seen, &err);
+        }
+    }
+
+    /// The event signalled when the driver notifies queue `index`.
+    pub(super) fn queue_event(&self, index: usize) -> Option<&EventFd> {
+        self.queue_events.get(index)
+    }
+}
+
+/// Interrupts the guest for `queue` if it wants to be told.
+fn notify_guest(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    interrupt: &dyn Interrupt,
+    errors_seen: &mut u32,
+) {
+    // If the used-event index cannot be read, err on the side of an interrupt.
+    if queue.needs_notification(mem).unwrap_or(true)
+        && let Err(err) = interrupt.trigger(INT_VRING)
+    {
+        log_error(errors_seen, &VsockError::Interrupt(err));
+    }
+}
+
+/// Logs the first [`MAX_LOGGED_ERRORS`] errors; a hostile guest cannot flood the log.
+fn log_error(errors_seen: &mut u32, err: &VsockError) {
+    *errors_seen = errors_seen.saturating_add(1);
+    if *errors_seen <= MAX_LOGGED_ERRORS {
+        eprintln!("vsock: {err}");
+        if *errors_seen == MAX_LOGGED_ERRORS {
+            eprintln!("vsock: further errors are not logged");
+        }
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        TYPE_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_MAX_SIZES
+    }
+
+    fn device_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.device_features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_vsock_config { le64 guest_cid; }
+        let config = self.guest_cid.to_le_bytes();
+        for (at, byte) in data.iter_mut().enumerate() {
+            *byte = u64::try_from(at)
+                .ok()
+                .and_then(|at| offset.checked_add(at))
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The config space is read-only.
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let got = queues.len();
+        // In queue index order: RX_QUEUE, TX_QUEUE, EVENT_QUEUE.
+        let Ok([rx, tx, event]) = <[Queue; NUM_QUEUES]>::try_from(queues) else {
+            return Err(ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got,
+            });
+        };
+        self.active = Some(ActiveQueues {
+            mem,
+            interrupt,
+            rx,
+            tx,
+            _event: event,
+        });
+        // Let the event loop send what waited for the queues (e.g. host connects).
+        self.wake.write(1)?;
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        self.active = None;
+        self.acked_features = 0;
+        self.muxer.reset();
+        // The event loop closes the dropped connections' sockets.
+        if let Err(err) = self.wake.write(1) {
+            log_error(&mut self.errors_seen, &VsockError::EventLoop(err));
+        }
+        true
+    }
+}

@@ -1,0 +1,329 @@
+//! A microVM from a [`VmConfig`]: KVM VM with in-kernel irqchip and PIT, lazily backed RAM,
+//! COM1, the i8042 reset line, a virtio-vsock device over mmio, the kernel loaded through
+//! its PVH entry, one thread per vCPU and the device event loop. [`MicroVm::wait_stop`]
+//! says how the guest ended; [`MicroVm::shutdown`] stops everything and joins the threads.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use vm_memory::{Address, GuestAddress, GuestMemory as _, GuestMemoryRegion};
+
+use super::GuestMemory;
+use super::boot::{self, BootError};
+use super::bus::Bus;
+use super::cpu::{self, CpuError};
+use super::event_loop::{EventLoop, Subscriber};
+use super::layout::{IRQ_BASE, KVM_TSS_ADDRESS, MMIO_START};
+use super::memory::{self, MemoryError};
+use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread};
+use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
+use crate::devices::legacy::serial::{self, COM1_IRQ};
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::vsock::{Vsock, VsockHandle};
+use crate::host::HostRoot;
+use crate::host::kvm::{self as host_kvm, KvmBackend};
+
+/// The guest's vsock context id.
+pub const GUEST_CID: u64 = guest_init::protocol::GUEST_CID;
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The guest kernel: an ELF vmlinux with a PVH entry, or a bzImage.
+    pub kernel: PathBuf,
+    /// The initramfs, if any.
+    pub initramfs: Option<PathBuf>,
+    /// vCPUs (1 to 32).
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Appended to the kernel command line.
+    pub extra_cmdline: String,
+    /// Where the guest console is written, if anywhere.
+    pub console_log: Option<PathBuf>,
+    /// Echo the guest console on stderr, and let the kernel print everything.
+    pub debug: bool,
+    /// Start even on kvm_pvm, where guests cannot really run: for measuring the VMM's own
+    /// set-up, which is native there.
+    pub allow_software_kvm: bool,
+}
+
+/// The most vCPUs a runvm guest gets.
+pub const MAX_VCPUS: u8 = 32;
+
+/// Errors building or starting the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// This host's KVM cannot run ordinary guests.
+    #[error(
+        "/dev/kvm here is kvm_pvm, software nested virtualisation under which ordinary guest \
+         kernels crawl and crash: runvm needs hardware KVM (see `runvm check`)"
+    )]
+    PvmHost,
+    /// /dev/kvm cannot be used.
+    #[error("cannot use /dev/kvm: {0}")]
+    Kvm(String),
+    /// A KVM ioctl failed while building the VM.
+    #[error("{what}: {source}")]
+    Ioctl {
+        /// Which step.
+        what: &'static str,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+    /// The vCPU count is out of range.
+    #[error("{0} vCPUs requested (1 to {MAX_VCPUS})")]
+    VcpuCount(u8),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Loading the guest.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// Setting up a vCPU.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// A host resource (file, eventfd, thread).
+    #[error("{what}: {source}")]
+    Io {
+        /// Which step.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Ioctl { what, source }
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |source| VmError::Io { what, source }
+}
+
+/// A running microVM.
+pub struct MicroVm {
+    vcpus: Vec<VcpuThread>,
+    stop: Arc<AtomicBool>,
+    exited: Receiver<VcpuExited>,
+    event_loop: EventLoop,
+    vsock: VsockHandle,
+    bus: Arc<Bus>,
+    console: ConsoleTail,
+    first_entry: FirstEntry,
+    created: Instant,
+    // Kept alive for as long as the vCPUs run.
+    _vm: VmFd,
+    _mem: GuestMemory,
+}
+
+/// The kernel command line every runvm guest gets before the per-VM parts.
+fn base_cmdline(debug: bool) -> String {
+    let mut c = String::from(
+        "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 io_delay=none no_timer_check \
+         tsc=reliable rdinit=/init",
+    );
+    // Every console byte is a VM exit: keep the kernel quiet unless debugging.
+    c.push_str(if debug {
+        " loglevel=7"
+    } else {
+        " quiet loglevel=1"
+    });
+    c
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|_| VmError::Kvm("guest memory region has no host mapping".into()))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which MicroVm keeps until the
+        // VM's file descriptor is dropped after every vCPU has stopped.
+        unsafe { vm.set_user_memory_region(r) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+impl MicroVm {
+    /// Builds and starts the VM. On error nothing is left running.
+    pub fn start(config: &VmConfig) -> Result<Self, VmError> {
+        let created = Instant::now();
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(VmError::VcpuCount(config.vcpus));
+        }
+        if !config.allow_software_kvm && host_kvm::backend(&HostRoot::system()) == KvmBackend::Pvm {
+            return Err(VmError::PvmHost);
+        }
+        let kvm = Kvm::new().map_err(|e| VmError::Kvm(e.to_string()))?;
+        let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
+
+        let mem = memory::create(config.memory_mib)?;
+        register_memory(&vm, &mem)?;
+
+        let log = match &config.console_log {
+            Some(p) => Some(File::create(p).map_err(io("cannot create the console log"))?),
+            None => None,
+        };
+        let (out, console) = ConsoleOutput::new(log, config.debug);
+        let (serial, serial_irq) = serial::new(out).map_err(io("serial port"))?;
+        vm.register_irqfd(&serial_irq, COM1_IRQ)
+            .map_err(ioctl("KVM_IRQFD (serial)"))?;
+
+        let mut cmdline = boot::new_cmdline(&base_cmdline(config.debug))?;
+        let (vsock_dev, vsock) = Vsock::new(GUEST_CID).map_err(io("virtio-vsock"))?;
+        let vsock_dev = Arc::new(Mutex::new(vsock_dev));
+        let mut transports = Vec::new();
+        let mut subscribers: Vec<Subscriber> = Vec::new();
+        {
+            let base = MMIO_START;
+            let irq = IRQ_BASE;
+            let as_virtio: Arc<Mutex<dyn VirtioDevice>> = vsock_dev.clone();
+            let transport =
+                MmioTransport::new(as_virtio, mem.clone()).map_err(io("virtio-mmio"))?;
+            vm.register_irqfd(transport.interrupt().irqfd(), irq)
+                .map_err(ioctl("KVM_IRQFD (virtio)"))?;
+            let dev = vsock_dev.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, evt) in dev.queue_events().iter().enumerate() {
+                let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
+                vm.register_ioevent(evt, &addr, i as u32)
+                    .map_err(ioctl("KVM_IOEVENTFD"))?;
+            }
+            drop(dev);
+            cmdline
+                .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)
+                .map_err(BootError::from)?;
+            transports.push((base, Arc::new(Mutex::new(transport))));
+            subscribers.push(vsock_dev.clone());
+        }
+        if !config.extra_cmdline.is_empty() {
+            cmdline
+                .insert_str(&config.extra_cmdline)
+                .map_err(BootError::from)?;
+        }
+
+        let entry = boot::load(
+            &mem,
+            &config.kernel,
+            config.initramfs.as_deref(),
+            &cmdline,
+            config.vcpus,
+        )?;
+        let boot_cpu = cpu::prepare_boot_cpu(&mem, entry)?;
+        let cpuid = cpu::supported_cpuid(&kvm)?;
+        let mut fds = Vec::new();
+        for i in 0..config.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(i))
+                .map_err(ioctl("KVM_CREATE_VCPU"))?;
+            let boot_state = (i == 0).then_some(&boot_cpu);
+            cpu::configure(&fd, &cpuid, i, config.vcpus, boot_state)?;
+            fds.push(fd);
+        }
+
+        let event_loop = EventLoop::spawn(subscribers).map_err(io("event loop"))?;
+        let bus = Arc::new(Bus::new(serial, transports));
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_entry = FirstEntry::default();
+        let (tx, exited) = channel();
+        let mut vm_handle = MicroVm {
+            vcpus: Vec::new(),
+            stop: stop.clone(),
+            exited,
+            event_loop,
+            vsock,
+            bus: bus.clone(),
+            console,
+            first_entry: first_entry.clone(),
+            created,
+            _vm: vm,
+            _mem: mem,
+        };
+        // vCPU 0 last, so the application processors are waiting when the BSP boots.
+        for (i, fd) in fds.into_iter().enumerate().rev() {
+            let t = VcpuThread::spawn(
+                i as u8,
+                fd,
+                bus.clone(),
+                stop.clone(),
+                first_entry.clone(),
+                tx.clone(),
+            )
+            .map_err(io("vCPU thread"))?;
+            vm_handle.vcpus.push(t);
+        }
+        Ok(vm_handle)
+    }
+
+    /// The host side of the guest's vsock.
+    pub fn vsock(&self) -> &VsockHandle {
+        &self.vsock
+    }
+
+    /// The last lines the guest console printed.
+    pub fn console(&self) -> &ConsoleTail {
+        &self.console
+    }
+
+    /// When [`MicroVm::start`] began.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// When vCPU 0 first entered the guest, once it has.
+    pub fn first_entry(&self) -> Option<Instant> {
+        self.first_entry.get().copied()
+    }
+
+    /// VM exits so far, by kind.
+    pub fn exit_counts(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.bus.stats.snapshot()
+    }
+
+    /// Waits up to `timeout` for the guest to stop the VM; `None` if it still runs.
+    pub fn wait_stop(&self, timeout: Duration) -> Option<StopReason> {
+        self.exited.recv_timeout(timeout).ok().map(|e| e.reason)
+    }
+
+    /// Stops every vCPU and the event loop, and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.vcpus.drain(..) {
+            // A vCPU that does not stop within a second is left detached; the process exits
+            // soon after, which ends it.
+            let _ = t.stop_and_join(Duration::from_secs(1));
+        }
+        let _ = self.event_loop.stop();
+    }
+}
+
+impl Drop for MicroVm {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
