@@ -62,8 +62,12 @@ pub struct Agent {
     hello: Hello,
 }
 
-/// The console's last lines, as a message suffix.
+/// What the console says about the guest's end, as a message suffix: the kernel's panic line
+/// if there is one, else the last lines.
 fn console_suffix(vm: &MicroVm) -> String {
+    if let Some(panic) = vm.console().panic_line() {
+        return format!(": {panic}");
+    }
     let lines = vm.console().last_lines(8);
     if lines.is_empty() {
         String::from(" (the guest console printed nothing)")

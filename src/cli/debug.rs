@@ -122,6 +122,16 @@ struct SetupReport {
     peak_rss_kib: i64,
 }
 
+/// Stops the VM and prints the report as one JSON line.
+fn finish<T: Serialize>(vm: MicroVm, report: &T) -> anyhow::Result<ExitCode> {
+    vm.shutdown();
+    println!(
+        "{}",
+        serde_json::to_string(report).context("cannot encode the report")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn setup_only(vm: MicroVm) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let first = loop {
@@ -137,12 +147,7 @@ fn setup_only(vm: MicroVm) -> anyhow::Result<ExitCode> {
         vmm_setup_to_first_entry_ms: ms(first.saturating_duration_since(vm.created())),
         peak_rss_kib: peak_rss_kib(),
     };
-    vm.shutdown();
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("cannot encode the report")?
-    );
-    Ok(ExitCode::SUCCESS)
+    finish(vm, &report)
 }
 
 fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
@@ -197,10 +202,5 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         exits: vm.exit_counts(),
         peak_rss_kib: peak_rss_kib(),
     };
-    vm.shutdown();
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("cannot encode the report")?
-    );
-    Ok(ExitCode::SUCCESS)
+    finish(vm, &report)
 }

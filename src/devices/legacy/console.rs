@@ -28,6 +28,15 @@ impl ConsoleTail {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// The kernel's panic line ("Kernel panic - not syncing: ..."), if the tail holds one,
+    /// without its timestamp.
+    pub fn panic_line(&self) -> Option<String> {
+        let text = self.text();
+        let line = text.lines().rev().find(|l| l.contains("Kernel panic"))?;
+        let start = line.find("Kernel panic").unwrap_or(0);
+        Some(line[start..].trim_end_matches(['\r', ' ']).to_owned())
+    }
+
     /// The last `n` non-empty lines, without carriage returns.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         let text = self.text();
@@ -92,6 +101,22 @@ mod tests {
         }
         assert!(tail.text().len() <= TAIL_BYTES);
         assert_eq!(tail.last_lines(2), ["line 4998", "line 4999"]);
+    }
+
+    #[test]
+    fn the_panic_line_is_found_among_the_trace() {
+        let (mut out, tail) = ConsoleOutput::new(None, false);
+        assert_eq!(tail.panic_line(), None);
+        write!(
+            out,
+            "[    1.0] Run /init\r\n[    1.1] Kernel panic - not syncing: No working init found.\r\n\
+             [    1.2] Call Trace:\r\n[    1.3]  ? 0xffffffff81000a41\r\n"
+        )
+        .unwrap();
+        assert_eq!(
+            tail.panic_line().as_deref(),
+            Some("Kernel panic - not syncing: No working init found.")
+        );
     }
 
     #[test]

@@ -92,3 +92,50 @@ fn boots_the_bzimage_through_the_64_bit_boot_protocol() {
     let report = debug_boot(2, Some("bzImage"));
     assert_hello(&report, 2);
 }
+
+/// Boots with an extra kernel command line that makes the kernel panic before init
+/// (`rdinit=` names no file); returns runvm's exit status and stderr.
+fn boot_failing(extra_cmdline: &str) -> (Option<i32>, String) {
+    require_real_kvm();
+    let start = std::time::Instant::now();
+    let out = Command::new(runvm_bin())
+        .args([
+            "debug",
+            "boot",
+            "--timeout",
+            "120",
+            "--cmdline",
+            extra_cmdline,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(100),
+        "a dead guest must not wait out the timeout"
+    );
+    assert!(out.stdout.is_empty(), "no report for a failed boot");
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn a_guest_that_panics_before_hello_is_reported_with_its_console() {
+    let (code, stderr) = boot_failing("rdinit=/no-such-init init=/no-such-init");
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("the VM stopped (reset) before the guest connected"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Kernel panic"),
+        "the console's last lines: {stderr}"
+    );
+}
+
+#[test]
+fn a_triple_fault_is_named() {
+    // reboot=t restarts through a triple fault instead of the i8042.
+    let (code, stderr) = boot_failing("reboot=t rdinit=/no-such-init init=/no-such-init");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("the VM stopped (triple fault)"), "{stderr}");
+}
