@@ -11,6 +11,7 @@ pub mod config;
 pub mod devices;
 pub mod host;
 pub mod image;
+pub mod runtime;
 pub mod vmm;
 
 /// The version of the OCI runtime specification runvm implements.

@@ -5,6 +5,7 @@
 //! powers the VM off when told to or when the host connection is lost. The container set-up
 //! comes later (see ARCHITECTURE.md).
 
+mod files;
 mod mounts;
 mod power;
 mod vsock;
@@ -51,6 +52,13 @@ fn log(msg: &str) {
     eprintln!("guest-init: {msg}");
 }
 
+/// Turns a handler's result into the message that answers the host.
+fn reply(result: std::io::Result<GuestMessage>) -> GuestMessage {
+    result.unwrap_or_else(|e| GuestMessage::Error {
+        message: e.to_string(),
+    })
+}
+
 /// Talks to the host until it says power off or goes away.
 fn serve(boottime: u64) -> Result<(), String> {
     let stream = vsock::connect(HOST_CID, CONTROL_PORT, CONNECT_PATIENCE)
@@ -71,6 +79,13 @@ fn serve(boottime: u64) -> Result<(), String> {
         let reply = match msg {
             None => return Err("the host closed the connection".into()),
             Some(HostMessage::Ping) => GuestMessage::Pong,
+            Some(HostMessage::MountShare { tag, target }) => {
+                reply(mounts::mount_share(&tag, &target).map(|()| GuestMessage::Done))
+            }
+            Some(HostMessage::ReadFile { path }) => reply(files::read_text(&path)),
+            Some(HostMessage::WriteFile { path, text }) => {
+                reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
+            }
             Some(HostMessage::PowerOff) => {
                 let _ = write_frame(&mut writer, &GuestMessage::PoweringOff);
                 // Our send is still in the kernel's vsock queue; restarting now could reset

@@ -71,6 +71,32 @@ fn mount(m: &Mount) -> io::Result<()> {
     }
 }
 
+/// Mounts the virtio-fs share `tag` at `target`, creating `target` if needed.
+pub fn mount_share(tag: &str, target: &str) -> io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    let c = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (source, dir, fstype) = (c(tag)?, c(target)?, c("virtiofs")?);
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; no data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            dir.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = io::Error::last_os_error();
+        Err(io::Error::new(
+            e.kind(),
+            format!("mount virtiofs {tag} on {target}: {e}"),
+        ))
+    }
+}
+
 /// Mounts /proc, /sys, /dev and /run; tries them all and reports the first failure.
 pub fn mount_basics() -> io::Result<()> {
     let mut first_error = None;

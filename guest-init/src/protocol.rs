@@ -38,12 +38,22 @@ pub enum GuestMessage {
     /// guest-init is about to power the VM off; it waits (briefly) for the host to close the
     /// connection first, so that this message is not lost in the restart.
     PoweringOff,
+    /// A request succeeded and has nothing to return.
+    Done,
+    /// The text of a file, answering [`HostMessage::ReadFile`].
+    File {
+        /// The contents (lossy UTF-8), at most [`MAX_FILE_TEXT`] bytes.
+        text: String,
+    },
     /// A request could not be served.
     Error {
         /// Why, in one line.
         message: String,
     },
 }
+
+/// The most bytes of a file [`HostMessage::ReadFile`] returns.
+pub const MAX_FILE_TEXT: usize = 64 << 10;
 
 /// What the host sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +63,25 @@ pub enum HostMessage {
     Ping,
     /// Power the VM off now.
     PowerOff,
+    /// Mount the virtio-fs share `tag` at `target` (created if missing).
+    MountShare {
+        /// The virtio-fs tag.
+        tag: String,
+        /// Where, in the guest.
+        target: String,
+    },
+    /// Read a guest file (for diagnostics and tests).
+    ReadFile {
+        /// The guest path.
+        path: String,
+    },
+    /// Write a guest file (for diagnostics and tests).
+    WriteFile {
+        /// The guest path.
+        path: String,
+        /// What to write.
+        text: String,
+    },
 }
 
 /// Writes one frame holding `msg`.

@@ -38,6 +38,9 @@ pub enum AgentError {
     /// The guest broke the protocol.
     #[error("guest-init broke the protocol: {0}")]
     Protocol(String),
+    /// guest-init could not do what was asked.
+    #[error("guest-init: {0}")]
+    Guest(String),
     /// A host-side socket failed.
     #[error("vsock: {0}")]
     Io(#[from] std::io::Error),
@@ -194,8 +197,63 @@ impl Agent {
         }
     }
 
-    /// Tells the guest to power off and waits for its acknowledgement.
-    pub fn power_off(&mut self, timeout: Duration) -> Result<(), AgentError> {
+    /// Sends a request whose success is [`GuestMessage::Done`].
+    fn request_done(&mut self, msg: &HostMessage, timeout: Duration) -> Result<(), AgentError> {
+        match self.request(msg, timeout)? {
+            GuestMessage::Done => Ok(()),
+            GuestMessage::Error { message } => Err(AgentError::Guest(message)),
+            other => Err(AgentError::Protocol(format!(
+                "expected done, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Mounts the VM's virtio-fs share `tag` at `target` in the guest.
+    pub fn mount_share(
+        &mut self,
+        tag: &str,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<(), AgentError> {
+        let msg = HostMessage::MountShare {
+            tag: tag.to_owned(),
+            target: target.to_owned(),
+        };
+        self.request_done(&msg, timeout)
+    }
+
+    /// Reads a guest file's text (at most 64 KiB).
+    pub fn read_file(&mut self, path: &str, timeout: Duration) -> Result<String, AgentError> {
+        let msg = HostMessage::ReadFile {
+            path: path.to_owned(),
+        };
+        match self.request(&msg, timeout)? {
+            GuestMessage::File { text } => Ok(text),
+            GuestMessage::Error { message } => Err(AgentError::Guest(message)),
+            other => Err(AgentError::Protocol(format!(
+                "expected file, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Writes a guest file.
+    pub fn write_file(
+        &mut self,
+        path: &str,
+        text: &str,
+        timeout: Duration,
+    ) -> Result<(), AgentError> {
+        let msg = HostMessage::WriteFile {
+            path: path.to_owned(),
+            text: text.to_owned(),
+        };
+        self.request_done(&msg, timeout)
+    }
+
+    /// Tells the guest to power off and waits for its acknowledgement, then closes the
+    /// connection (the agent is consumed): guest-init waits for that close before it
+    /// restarts the VM, so its acknowledgement cannot be lost in the restart.
+    pub fn power_off(mut self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::PowerOff, timeout)? {
             GuestMessage::PoweringOff => Ok(()),
             other => Err(AgentError::Protocol(format!(

@@ -1,6 +1,8 @@
 //! `runvm debug`: tools for developers.
 //! - `boot`: boot a guest, wait for guest-init's hello over vsock, ping it, power it off, and
 //!   print one JSON line of measurements (phases, VM exits by kind, peak RSS).
+//! - `share`: boot a guest with a host directory over virtio-fs, mount it, read and write
+//!   files in it from the guest, print what happened as JSON.
 //! - `initramfs`: write the initramfs holding a guest-init binary.
 
 use std::path::PathBuf;
@@ -21,9 +23,31 @@ use crate::vmm::vm::{MicroVm, VmConfig};
 pub enum DebugCommand {
     /// Boot a guest to guest-init's hello, power it off, print measurements as JSON.
     Boot(BootArgs),
+    /// Boot a guest sharing a host directory; read and write files in it from the guest.
+    Share(ShareArgs),
     /// Write the initramfs for a guest-init binary.
     Initramfs(InitramfsArgs),
 }
+
+/// Flags of `runvm debug share`.
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    /// The host directory to share.
+    #[arg(long)]
+    dir: PathBuf,
+    /// A path inside the share to read from the guest (repeatable).
+    #[arg(long)]
+    read: Vec<String>,
+    /// `PATH=TEXT`: a file inside the share to write from the guest (repeatable).
+    #[arg(long)]
+    write: Vec<String>,
+    /// Seconds to wait for the hello.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// Where the guest mounts the share.
+const GUEST_SHARE: &str = "/mnt/share";
 
 /// Flags of `runvm debug boot`.
 #[derive(Debug, Args)]
@@ -108,6 +132,7 @@ fn peak_rss_kib() -> i64 {
 pub fn run(cmd: &DebugCommand, debug: bool) -> anyhow::Result<ExitCode> {
     match cmd {
         DebugCommand::Boot(args) => boot(args, debug),
+        DebugCommand::Share(args) => share(args, debug),
         DebugCommand::Initramfs(args) => {
             crate::image::write_initramfs(&args.init, &args.output)?;
             Ok(ExitCode::SUCCESS)
@@ -161,6 +186,7 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         console_log: args.console_log.clone(),
         debug,
         allow_software_kvm: args.setup_only,
+        shared_dir: None,
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     if args.setup_only {
@@ -202,5 +228,60 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         exits: vm.exit_counts(),
         peak_rss_kib: peak_rss_kib(),
     };
+    finish(vm, &report)
+}
+
+/// One guest file operation's outcome, for the JSON report.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Text(String),
+    Done,
+    Error(String),
+}
+
+fn share(args: &ShareArgs, debug: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load()?;
+    let vm_config = VmConfig {
+        kernel: config.kernel,
+        initramfs: Some(config.initramfs),
+        vcpus: 1,
+        memory_mib: 256,
+        extra_cmdline: String::new(),
+        console_log: None,
+        debug,
+        allow_software_kvm: false,
+        shared_dir: Some(args.dir.clone()),
+    };
+    let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
+    let mut agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
+    let t = Duration::from_secs(10);
+    agent.mount_share(crate::vmm::vm::SHARE_TAG, GUEST_SHARE, t)?;
+    let mut reads = std::collections::BTreeMap::new();
+    for rel in &args.read {
+        let outcome = match agent.read_file(&format!("{GUEST_SHARE}/{rel}"), t) {
+            Ok(text) => Outcome::Text(text),
+            Err(crate::agent::AgentError::Guest(e)) => Outcome::Error(e),
+            Err(e) => return Err(e.into()),
+        };
+        reads.insert(rel.clone(), outcome);
+    }
+    let mut writes = std::collections::BTreeMap::new();
+    for spec in &args.write {
+        let Some((rel, text)) = spec.split_once('=') else {
+            bail!("--write takes PATH=TEXT, not {spec}");
+        };
+        let outcome = match agent.write_file(&format!("{GUEST_SHARE}/{rel}"), text, t) {
+            Ok(()) => Outcome::Done,
+            Err(crate::agent::AgentError::Guest(e)) => Outcome::Error(e),
+            Err(e) => return Err(e.into()),
+        };
+        writes.insert(rel.to_owned(), outcome);
+    }
+    agent.power_off(t)?;
+    if vm.wait_stop(Duration::from_secs(10)).is_none() {
+        bail!("the guest acknowledged power-off but the VM did not stop within 10 s");
+    }
+    let report = serde_json::json!({ "reads": reads, "writes": writes });
     finish(vm, &report)
 }

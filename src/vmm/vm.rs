@@ -19,12 +19,13 @@ use super::boot::{self, BootError};
 use super::bus::Bus;
 use super::cpu::{self, CpuError};
 use super::event_loop::{EventLoop, Subscriber};
-use super::layout::{IRQ_BASE, KVM_TSS_ADDRESS, MMIO_START};
+use super::layout::{IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, MMIO_START};
 use super::memory::{self, MemoryError};
 use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
 use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::vsock::{Vsock, VsockHandle};
 use crate::host::HostRoot;
@@ -32,6 +33,8 @@ use crate::host::kvm::{self as host_kvm, KvmBackend};
 
 /// The guest's vsock context id.
 pub const GUEST_CID: u64 = guest_init::protocol::GUEST_CID;
+/// The virtio-fs tag of the shared directory.
+pub const SHARE_TAG: &str = "runvm";
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ pub struct VmConfig {
     pub console_log: Option<PathBuf>,
     /// Echo the guest console on stderr, and let the kernel print everything.
     pub debug: bool,
+    /// A host directory exported to the guest over virtio-fs as [`SHARE_TAG`].
+    pub shared_dir: Option<PathBuf>,
     /// Start even on kvm_pvm, where guests cannot really run: for measuring the VMM's own
     /// set-up, which is native there.
     pub allow_software_kvm: bool,
@@ -90,6 +95,17 @@ pub enum VmError {
     /// Setting up a vCPU.
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    /// A device could not be created.
+    #[error("{what}: {message}")]
+    Device {
+        /// Which device.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// More virtio devices than IRQs.
+    #[error("too many virtio devices")]
+    TooManyDevices,
     /// A host resource (file, eventfd, thread).
     #[error("{what}: {source}")]
     Io {
@@ -122,6 +138,55 @@ pub struct MicroVm {
     // Kept alive for as long as the vCPUs run.
     _vm: VmFd,
     _mem: GuestMemory,
+}
+
+/// The virtio devices of a VM being built: their mmio transports (for the bus) and their
+/// event subscribers (for the event loop), one 4 KiB window and one IRQ each.
+#[derive(Default)]
+struct VirtioSlots {
+    transports: Vec<(u64, Arc<Mutex<MmioTransport>>)>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl VirtioSlots {
+    /// Gives `device` the next window and IRQ: its transport's irqfd to KVM, an ioeventfd per
+    /// queue on QueueNotify (datamatch: the queue index), and a `virtio_mmio.device=` entry.
+    fn attach<D>(
+        &mut self,
+        vm: &VmFd,
+        mem: &GuestMemory,
+        cmdline: &mut linux_loader::cmdline::Cmdline,
+        device: Arc<Mutex<D>>,
+    ) -> Result<(), VmError>
+    where
+        D: VirtioDevice + event_manager::MutEventSubscriber + 'static,
+    {
+        let index = self.transports.len() as u64;
+        let irq = IRQ_BASE + index as u32;
+        if irq > IRQ_MAX {
+            return Err(VmError::TooManyDevices);
+        }
+        let base = MMIO_START + index * MMIO_WINDOW;
+        let as_virtio: Arc<Mutex<dyn VirtioDevice>> = device.clone();
+        let transport = MmioTransport::new(as_virtio, mem.clone()).map_err(io("virtio-mmio"))?;
+        vm.register_irqfd(transport.interrupt().irqfd(), irq)
+            .map_err(ioctl("KVM_IRQFD (virtio)"))?;
+        {
+            let dev = device.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, evt) in dev.queue_events().iter().enumerate() {
+                let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
+                vm.register_ioevent(evt, &addr, i as u32)
+                    .map_err(ioctl("KVM_IOEVENTFD"))?;
+            }
+        }
+        cmdline
+            .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)
+            .map_err(BootError::from)?;
+        self.transports
+            .push((base, Arc::new(Mutex::new(transport))));
+        self.subscribers.push(device);
+        Ok(())
+    }
 }
 
 /// The kernel command line every runvm guest gets before the per-VM parts.
@@ -193,29 +258,14 @@ impl MicroVm {
 
         let mut cmdline = boot::new_cmdline(&base_cmdline(config.debug))?;
         let (vsock_dev, vsock) = Vsock::new(GUEST_CID).map_err(io("virtio-vsock"))?;
-        let vsock_dev = Arc::new(Mutex::new(vsock_dev));
-        let mut transports = Vec::new();
-        let mut subscribers: Vec<Subscriber> = Vec::new();
-        {
-            let base = MMIO_START;
-            let irq = IRQ_BASE;
-            let as_virtio: Arc<Mutex<dyn VirtioDevice>> = vsock_dev.clone();
-            let transport =
-                MmioTransport::new(as_virtio, mem.clone()).map_err(io("virtio-mmio"))?;
-            vm.register_irqfd(transport.interrupt().irqfd(), irq)
-                .map_err(ioctl("KVM_IRQFD (virtio)"))?;
-            let dev = vsock_dev.lock().unwrap_or_else(|p| p.into_inner());
-            for (i, evt) in dev.queue_events().iter().enumerate() {
-                let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY_OFFSET);
-                vm.register_ioevent(evt, &addr, i as u32)
-                    .map_err(ioctl("KVM_IOEVENTFD"))?;
-            }
-            drop(dev);
-            cmdline
-                .add_virtio_mmio_device(MMIO_WINDOW, GuestAddress(base), irq, None)
-                .map_err(BootError::from)?;
-            transports.push((base, Arc::new(Mutex::new(transport))));
-            subscribers.push(vsock_dev.clone());
+        let mut virtio = VirtioSlots::default();
+        virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(vsock_dev)))?;
+        if let Some(dir) = &config.shared_dir {
+            let fs = VirtioFs::new(SHARE_TAG, dir).map_err(|e| VmError::Device {
+                what: "virtio-fs",
+                message: e.to_string(),
+            })?;
+            virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;
         }
         if !config.extra_cmdline.is_empty() {
             cmdline
@@ -242,8 +292,8 @@ impl MicroVm {
             fds.push(fd);
         }
 
-        let event_loop = EventLoop::spawn(subscribers).map_err(io("event loop"))?;
-        let bus = Arc::new(Bus::new(serial, transports));
+        let event_loop = EventLoop::spawn(virtio.subscribers).map_err(io("event loop"))?;
+        let bus = Arc::new(Bus::new(serial, virtio.transports));
         let stop = Arc::new(AtomicBool::new(false));
         let first_entry = FirstEntry::default();
         let (tx, exited) = channel();

@@ -9,6 +9,7 @@
 //! Everything a device reads from a queue comes from the guest and is hostile: descriptor
 //! addresses, lengths and chain shapes are checked, and a bad chain fails that request only.
 
+pub mod fs;
 pub mod mmio;
 pub mod vsock;
 

@@ -1,0 +1,273 @@
+//! The virtio-fs device: features, config space, activation, and the processing of its two
+//! queues (every available chain through the FUSE server), which the event handler calls.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::passthrough::PassthroughFs;
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::request::{FsServer, handle_chain};
+use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN, passthrough_config};
+use crate::devices::virtio::{
+    ActivateError, INT_VRING, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice,
+};
+use crate::vmm::GuestMemory;
+
+/// Maximum size of each queue (hiprio, request).
+const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
+/// Chains handled per queue event before the device lets other events run.
+const MAX_BATCH: usize = QUEUE_SIZE as usize;
+/// Errors caused by the guest that are logged; later ones are counted silently.
+const MAX_LOGGED_ERRORS: u32 = 16;
+
+/// What the device works with once the driver has set it up.
+struct ActiveQueues {
+    mem: GuestMemory,
+    interrupt: Arc<dyn Interrupt>,
+    /// In queue index order: hiprio, request.
+    queues: [Queue; NUM_QUEUES],
+}
+
+/// A virtio-fs device sharing one host directory (see the module docs).
+pub struct VirtioFs {
+    /// `virtio_fs_config.tag`: the tag, NUL-padded.
+    tag: [u8; TAG_MAX_LEN],
+    /// The shared directory, resolved (absolute, no symlinks).
+    shared_dir: String,
+    acked_features: u64,
+    queue_events: Vec<EventFd>,
+    server: FsServer,
+    active: Option<ActiveQueues>,
+    errors_seen: u32,
+}
+
+impl std::fmt::Debug for VirtioFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VirtioFs")
+            .field("tag", &self.tag())
+            .field("shared_dir", &self.shared_dir)
+            .field("active", &self.active.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VirtioFs {
+    /// A device that shares `shared_dir` (an existing directory) under the mount tag `tag`
+    /// (1 to 36 bytes, no NUL).
+    pub fn new(tag: &str, shared_dir: &Path) -> Result<VirtioFs, FsError> {
+        let mut tag_bytes = [0u8; TAG_MAX_LEN];
+        match tag_bytes.get_mut(..tag.len()) {
+            Some(prefix) if !tag.is_empty() && !tag.contains('\0') => {
+                prefix.copy_from_slice(tag.as_bytes());
+            }
+            _ => return Err(FsError::InvalidTag { tag: tag.into() }),
+        }
+        // Resolved, so that PassthroughFs (which opens the last component with O_NOFOLLOW)
+        // gets the directory itself.
+        let resolved = std::fs::canonicalize(shared_dir).map_err(|source| FsError::SharedDir {
+            path: shared_dir.to_path_buf(),
+            source,
+        })?;
+        if !resolved.is_dir() {
+            return Err(FsError::NotADirectory(shared_dir.to_path_buf()));
+        }
+        let shared_dir = resolved
+            .to_str()
+            .ok_or_else(|| FsError::NonUtf8Path(resolved.clone()))?
+            .to_owned();
+        let queue_events = (0..NUM_QUEUES)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(FsError::QueueEvent)?;
+        let server = new_server(&shared_dir)?;
+        Ok(VirtioFs {
+            tag: tag_bytes,
+            shared_dir,
+            acked_features: 0,
+            queue_events,
+            server,
+            active: None,
+            errors_seen: 0,
+        })
+    }
+
+    /// The mount tag.
+    pub fn tag(&self) -> &str {
+        let len = self.tag.iter().position(|&b| b == 0).unwrap_or(TAG_MAX_LEN);
+        // The tag was a &str cut at a char boundary (its own end): this cannot fail.
+        std::str::from_utf8(self.tag.get(..len).unwrap_or_default()).unwrap_or_default()
+    }
+
+    /// The shared directory, resolved.
+    pub fn shared_dir(&self) -> &Path {
+        Path::new(&self.shared_dir)
+    }
+
+    /// Whether the driver has activated the device.
+    pub fn is_active(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The event signalled when the driver notifies queue `index`.
+    pub(super) fn queue_event(&self, index: usize) -> Option<&EventFd> {
+        self.queue_events.get(index)
+    }
+
+    /// Answers every request the guest queued on queue `index`, then interrupts the guest if it
+    /// wants to be told. Does nothing before activation.
+    pub(super) fn process_queue(&mut self, index: usize) {
+        let Self {
+            active,
+            server,
+            errors_seen,
+            queue_events,
+            ..
+        } = self;
+        let Some(active) = active.as_mut() else {
+            return;
+        };
+        let Some(queue) = active.queues.get_mut(index) else {
+            return;
+        };
+        let mem = &active.mem;
+        let mut used = 0;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let completion = handle_chain(server, mem, chain);
+            if let Some(err) = completion.error {
+                log_error(errors_seen, &err);
+            }
+            if let Err(err) = queue.add_used(mem, head, completion.used_len) {
+                log_error(errors_seen, &err);
+            }
+            used += 1;
+            if used == MAX_BATCH {
+                // A guest refilling the queue as fast as we drain it must not starve the rest
+                // of the event loop: come back through the queue event.
+                if let Some(event) = queue_events.get(index)
+                    && let Err(err) = event.write(1)
+                {
+                    log_error(errors_seen, &err);
+                }
+                break;
+            }
+        }
+        if used > 0 {
+            // If the used-event index cannot be read, err on the side of an interrupt.
+            if queue.needs_notification(mem).unwrap_or(true)
+                && let Err(err) = active.interrupt.trigger(INT_VRING)
+            {
+                log_error(errors_seen, &err);
+            }
+        }
+    }
+}
+
+/// A FUSE server over a new PassthroughFs rooted at `shared_dir`.
+fn new_server(shared_dir: &str) -> Result<FsServer, FsError> {
+    let fs =
+        PassthroughFs::new(passthrough_config(shared_dir.to_owned())).map_err(FsError::Backend)?;
+    fs.import().map_err(FsError::Backend)?;
+    Ok(Server::new(fs))
+}
+
+/// Logs the first [`MAX_LOGGED_ERRORS`] errors; a hostile guest cannot flood the log.
+fn log_error(errors_seen: &mut u32, err: &dyn std::fmt::Display) {
+    *errors_seen = errors_seen.saturating_add(1);
+    if *errors_seen <= MAX_LOGGED_ERRORS {
+        eprintln!("virtio-fs: {err}");
+        if *errors_seen == MAX_LOGGED_ERRORS {
+            eprintln!("virtio-fs: further errors are not logged");
+        }
+    }
+}
+
+impl VirtioDevice for VirtioFs {
+    fn device_type(&self) -> u32 {
+        TYPE_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &QUEUE_MAX_SIZES
+    }
+
+    fn device_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.device_features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_fs_config { u8 tag[36]; le32 num_request_queues; }
+        let mut config = [0u8; super::CONFIG_SIZE];
+        let (tag, num_request_queues) = config.split_at_mut(TAG_MAX_LEN);
+        tag.copy_from_slice(&self.tag);
+        num_request_queues.copy_from_slice(&1u32.to_le_bytes());
+        for (at, byte) in data.iter_mut().enumerate() {
+            *byte = u64::try_from(at)
+                .ok()
+                .and_then(|at| offset.checked_add(at))
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The config space is read-only.
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        interrupt: Arc<dyn Interrupt>,
+        queues: Vec<Queue>,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        let got = queues.len();
+        let queues =
+            <[Queue; NUM_QUEUES]>::try_from(queues).map_err(|_| ActivateError::QueueCount {
+                expected: NUM_QUEUES,
+                got,
+            })?;
+        self.active = Some(ActiveQueues {
+            mem,
+            interrupt,
+            queues,
+        });
+        // Requests the driver queued before it finished activating are waiting.
+        for event in &self.queue_events {
+            if let Err(err) = event.write(1) {
+                log_error(&mut self.errors_seen, &err);
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> bool {
+        // A fresh server forgets the old session's inodes and open files; the driver sends
+        // FUSE_INIT again.
+        match new_server(&self.shared_dir) {
+            Ok(server) => self.server = server,
+            Err(err) => {
+                log_error(&mut self.errors_seen, &err);
+                return false;
+            }
+        }
+        self.active = None;
+        self.acked_features = 0;
+        true
+    }
+}

@@ -1,0 +1,47 @@
+//! The event-loop side of the device: the [`VirtioFs`] watches its two queue events (hiprio
+//! and request) and answers the queue's requests on each. Queue events before activation are
+//! drained and ignored: activation kicks both queues once to catch up.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use vmm_sys_util::epoll::EventSet;
+
+use super::NUM_QUEUES;
+use super::device::VirtioFs;
+
+impl VirtioFs {
+    /// The queue whose event is `fd`, if any.
+    pub(super) fn queue_of_event(&self, fd: RawFd) -> Option<usize> {
+        (0..NUM_QUEUES).find(|&i| self.queue_event(i).is_some_and(|e| e.as_raw_fd() == fd))
+    }
+
+    /// Handles a notification of queue `index`.
+    pub(super) fn handle_queue_event(&mut self, index: usize) {
+        // Clear the event (it is non-blocking: nothing to read is fine).
+        if let Some(event) = self.queue_event(index) {
+            let _ = event.read();
+        }
+        self.process_queue(index);
+    }
+}
+
+impl MutEventSubscriber for VirtioFs {
+    fn init(&mut self, ops: &mut EventOps) {
+        let fds: Vec<RawFd> = (0..NUM_QUEUES)
+            .filter_map(|i| self.queue_event(i).map(AsRawFd::as_raw_fd))
+            .collect();
+        for fd in fds {
+            if let Err(err) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                eprintln!("virtio-fs: cannot watch fd {fd}: {err}");
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match self.queue_of_event(events.fd()) {
+            Some(index) => self.handle_queue_event(index),
+            None => eprintln!("virtio-fs: event on unknown fd {}", events.fd()),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The runtime side of runvm: bundles, VM sizing, and (later) container state, hooks and the
+//! sandbox process.
+
+pub mod bundle;
+pub mod shared_dir;
+pub mod sizing;

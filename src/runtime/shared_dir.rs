@@ -1,0 +1,234 @@
+//! The per-container shared directory exported over virtio-fs: a tmpfs with the bundle's root
+//! file system at `rootfs/` and each bind mount's source at `binds/<n>`, all bind-mounted
+//! inside a private mount namespace of the process that runs the VM. Nothing is mounted in
+//! the host's namespace, so everything vanishes with that process, however it ends.
+//!
+//! [`SharedDir::create`] unshares the mount namespace of the calling process: call it while
+//! the process is single-threaded (before the VM's threads start), as the kernel requires.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Errors assembling the shared directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// A system call failed.
+    #[error("{what} {path}: {source}")]
+    Sys {
+        /// The operation.
+        what: &'static str,
+        /// The path it was about.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A bind mount's source does not exist.
+    #[error("bind mount source {0} does not exist")]
+    MissingSource(PathBuf),
+}
+
+/// The assembled directory.
+#[derive(Debug)]
+pub struct SharedDir {
+    /// Its root (the tmpfs).
+    pub root: PathBuf,
+    /// Where each bind source appears, relative to `root` (`binds/<n>`), in order.
+    pub binds: Vec<PathBuf>,
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn sys(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ShareError {
+    let path = path.to_owned();
+    move |source| ShareError::Sys { what, path, source }
+}
+
+fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = source.map(cstr).transpose()?;
+    let target = cstr(target)?;
+    let fstype = fstype
+        .map(CString::new)
+        .transpose()
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let data = data
+        .map(CString::new)
+        .transpose()
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            ptr(&source),
+            target.as_ptr(),
+            ptr(&fstype),
+            flags,
+            ptr(&data).cast(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl SharedDir {
+    /// Unshares the mount namespace, stops propagation to the host, mounts a tmpfs at `at`
+    /// and binds `rootfs` and every source of `binds` into it.
+    pub fn create(at: &Path, rootfs: &Path, binds: &[PathBuf]) -> Result<SharedDir, ShareError> {
+        // SAFETY: unshare takes no pointers.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(sys("unshare the mount namespace for", at)(
+                io::Error::last_os_error(),
+            ));
+        }
+        // Nothing mounted from here on may reach the host's namespace.
+        mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        )
+        .map_err(sys("make private", Path::new("/")))?;
+        std::fs::create_dir_all(at).map_err(sys("create", at))?;
+        mount(
+            Some(Path::new("tmpfs")),
+            at,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some("mode=0755"),
+        )
+        .map_err(sys("mount a tmpfs on", at))?;
+        let root_target = at.join("rootfs");
+        std::fs::create_dir(&root_target).map_err(sys("create", &root_target))?;
+        mount(
+            Some(rootfs),
+            &root_target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .map_err(sys("bind the root file system", rootfs))?;
+        let mut placed = Vec::with_capacity(binds.len());
+        for (n, source) in binds.iter().enumerate() {
+            let meta =
+                std::fs::metadata(source).map_err(|_| ShareError::MissingSource(source.clone()))?;
+            let rel = PathBuf::from("binds").join(n.to_string());
+            let target = at.join(&rel);
+            std::fs::create_dir_all(at.join("binds")).map_err(sys("create", &at.join("binds")))?;
+            if meta.is_dir() {
+                std::fs::create_dir(&target).map_err(sys("create", &target))?;
+            } else {
+                std::fs::File::create(&target).map_err(sys("create", &target))?;
+            }
+            mount(
+                Some(source),
+                &target,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(sys("bind", source))?;
+            placed.push(rel);
+        }
+        Ok(SharedDir {
+            root: at.to_owned(),
+            binds: placed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` in a forked child (the namespace work needs a single-threaded process) and
+    /// returns its exit status; `f` returns the status to exit with.
+    fn in_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only runs `f` and _exits; glibc keeps malloc usable after fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: `status` is a valid int; `pid` is our child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128
+        }
+    }
+
+    #[test]
+    fn binds_are_visible_inside_and_gone_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rootfs = tmp.path().join("rootfs-src");
+        std::fs::create_dir(&rootfs).unwrap();
+        std::fs::write(rootfs.join("etc-file"), "root").unwrap();
+        let bind_dir = tmp.path().join("data");
+        std::fs::create_dir(&bind_dir).unwrap();
+        let bind_file = tmp.path().join("resolv.conf");
+        std::fs::write(&bind_file, "nameserver 192.0.2.1\n").unwrap();
+        let at = tmp.path().join("share");
+
+        let (r, a, d, f) = (
+            rootfs.clone(),
+            at.clone(),
+            bind_dir.clone(),
+            bind_file.clone(),
+        );
+        let code = in_child(move || {
+            let Ok(share) = SharedDir::create(&a, &r, &[d.clone(), f]) else {
+                return 2;
+            };
+            let ok = std::fs::read_to_string(a.join("rootfs/etc-file"))
+                .ok()
+                .as_deref()
+                == Some("root")
+                && std::fs::read_to_string(a.join(&share.binds[1]))
+                    .ok()
+                    .as_deref()
+                    == Some("nameserver 192.0.2.1\n")
+                && std::fs::write(a.join(&share.binds[0]).join("new"), "via share").is_ok();
+            if ok { 0 } else { 3 }
+        });
+        assert_eq!(code, 0);
+        // The write went through to the host directory...
+        assert_eq!(
+            std::fs::read_to_string(bind_dir.join("new")).unwrap(),
+            "via share"
+        );
+        // ...but no mount is left in ours: the share is an empty directory here.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(at.to_str().unwrap()), "a mount leaked");
+        assert_eq!(std::fs::read_dir(&at).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_missing_bind_source_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (at, rootfs) = (tmp.path().join("share"), tmp.path().to_owned());
+        let code = in_child(move || {
+            match SharedDir::create(&at, &rootfs, &[PathBuf::from("/nonexistent/source")]) {
+                Err(ShareError::MissingSource(p)) if p == Path::new("/nonexistent/source") => 0,
+                _ => 1,
+            }
+        });
+        assert_eq!(code, 0);
+    }
+}
