@@ -5,7 +5,7 @@
 //!   files in it from the guest, print what happened as JSON.
 //! - `initramfs`: write the initramfs holding a guest-init binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::runtime::shared_dir::SharedDir;
 use crate::vmm::vcpu::StopReason;
 use crate::vmm::vm::{MicroVm, VmConfig};
 
@@ -32,9 +33,15 @@ pub enum DebugCommand {
 /// Flags of `runvm debug share`.
 #[derive(Debug, Args)]
 pub struct ShareArgs {
-    /// The host directory to share.
+    /// The directory that appears as `rootfs/` in the share.
     #[arg(long)]
     dir: PathBuf,
+    /// A host file or directory that appears as `binds/<n>` in the share (repeatable).
+    #[arg(long)]
+    bind: Vec<PathBuf>,
+    /// Where to assemble the share (in a private mount namespace; left empty afterwards).
+    #[arg(long)]
+    at: Option<PathBuf>,
     /// A path inside the share to read from the guest (repeatable).
     #[arg(long)]
     read: Vec<String>,
@@ -242,6 +249,24 @@ enum Outcome {
 
 fn share(args: &ShareArgs, debug: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load()?;
+    let at = args.at.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("runvm-share-{}", std::process::id()))
+    });
+    // Still single-threaded here, as unsharing the mount namespace requires.
+    let result = SharedDir::create(&at, &args.dir, &args.bind)
+        .context("cannot assemble the share")
+        .and_then(|_| share_in_vm(args, debug, config, &at));
+    // The mounts vanish with this process's namespace; the empty mount point is ours to remove.
+    let _ = SharedDir::remove(&at);
+    result
+}
+
+fn share_in_vm(
+    args: &ShareArgs,
+    debug: bool,
+    config: Config,
+    at: &Path,
+) -> anyhow::Result<ExitCode> {
     let vm_config = VmConfig {
         kernel: config.kernel,
         initramfs: Some(config.initramfs),
@@ -251,7 +276,7 @@ fn share(args: &ShareArgs, debug: bool) -> anyhow::Result<ExitCode> {
         console_log: None,
         debug,
         allow_software_kvm: false,
-        shared_dir: Some(args.dir.clone()),
+        shared_dir: Some(at.to_owned()),
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     let mut agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;

@@ -80,15 +80,51 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            logger.error(&format!("{err:#}"));
+            logger.error(&one_line(&err));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, each cause added only if the message does not
+/// already say it (our error types print their source themselves).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.is_empty() {
+            msg = text;
+        } else if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn causes_are_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("bind {path}: {source}")]
+        struct Bind {
+            path: String,
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let err = anyhow::Error::new(Bind {
+            path: "/x".into(),
+            source: io,
+        })
+        .context("cannot assemble");
+        assert_eq!(
+            one_line(&err),
+            "cannot assemble: bind /x: No such file or directory (os error 2)"
+        );
+    }
 
     #[test]
     fn the_command_line_is_well_formed() {

@@ -149,6 +149,16 @@ impl SharedDir {
     }
 }
 
+impl SharedDir {
+    /// Unmounts the share at `at` (in this namespace) and removes the empty mount point.
+    pub fn remove(at: &Path) -> io::Result<()> {
+        let c = cstr(at)?;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        std::fs::remove_dir(at)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
-//! A host directory exported over virtio-fs: the guest reads what the host put there, its
-//! writes appear on the host, and symlinks pointing out of the share resolve inside the
-//! guest, never to host files.
+//! A share assembled the way containers will get it (a root file system and a bind source,
+//! bind-mounted in runvm's private mount namespace) and exported over virtio-fs: the guest
+//! reads what the host put there, its writes appear on the host, symlinks pointing out of
+//! the share resolve inside the guest, never to host files, and no mount is left behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,29 +14,39 @@ fn the_share_is_read_and_written_and_does_not_leak_the_host() {
     require_real_kvm();
     guest_image();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let share = dir.path();
-    std::fs::write(share.join("hello.txt"), "from the host\n").unwrap();
-    std::fs::create_dir(share.join("sub")).unwrap();
-    std::fs::write(share.join("sub/deep.txt"), "deeper\n").unwrap();
-    std::os::unix::fs::symlink("/etc", share.join("abs")).unwrap();
-    std::os::unix::fs::symlink("../../../../../../etc", share.join("up")).unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "from the host\n").unwrap();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/deep.txt"), "deeper\n").unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc", root.join("up")).unwrap();
+    let bind = dir.path().join("bound.txt");
+    std::fs::write(&bind, "a bound file\n").unwrap();
+    let at = dir.path().join("assembled");
     let host_hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let escapes = [
+        "rootfs/abs/hostname",
+        "rootfs/up/hostname",
+        "../hostname",
+        "rootfs/../../hostname",
+    ];
 
-    let out = Command::new(runvm_bin())
-        .args(["debug", "share", "--dir"])
-        .arg(share)
-        .args(["--read", "hello.txt", "--read", "sub/deep.txt"])
-        .args([
-            "--read",
-            "abs/hostname",
-            "--read",
-            "up/hostname",
-            "--read",
-            "../hostname",
-        ])
-        .args(["--write", "from-guest.txt=written in the guest"])
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(runvm_bin());
+    cmd.args(["debug", "share", "--dir"])
+        .arg(&root)
+        .arg("--bind")
+        .arg(&bind)
+        .arg("--at")
+        .arg(&at);
+    for read in ["rootfs/hello.txt", "rootfs/sub/deep.txt", "binds/0"]
+        .iter()
+        .chain(&escapes)
+    {
+        cmd.args(["--read", read]);
+    }
+    cmd.args(["--write", "rootfs/from-guest.txt=written in the guest"]);
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "runvm debug share failed: {}",
@@ -44,10 +55,11 @@ fn the_share_is_read_and_written_and_does_not_leak_the_host() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("{report}");
     let reads = &report["reads"];
-    assert_eq!(reads["hello.txt"]["text"], "from the host\n");
-    assert_eq!(reads["sub/deep.txt"]["text"], "deeper\n");
+    assert_eq!(reads["rootfs/hello.txt"]["text"], "from the host\n");
+    assert_eq!(reads["rootfs/sub/deep.txt"]["text"], "deeper\n");
+    assert_eq!(reads["binds/0"]["text"], "a bound file\n");
     // Out-of-share links resolve in the guest, which has no /etc: an error, never host data.
-    for escape in ["abs/hostname", "up/hostname", "../hostname"] {
+    for escape in escapes {
         let r = &reads[escape];
         assert!(
             r.get("error").is_some(),
@@ -60,9 +72,16 @@ fn the_share_is_read_and_written_and_does_not_leak_the_host() {
             );
         }
     }
-    assert_eq!(report["writes"]["from-guest.txt"], "done");
+    assert_eq!(report["writes"]["rootfs/from-guest.txt"], "done");
     assert_eq!(
-        std::fs::read_to_string(share.join("from-guest.txt")).unwrap(),
+        std::fs::read_to_string(root.join("from-guest.txt")).unwrap(),
         "written in the guest"
     );
+    // The share was assembled in runvm's own mount namespace: nothing is left behind here.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(at.to_str().unwrap()),
+        "a share mount leaked to the host"
+    );
+    assert!(!at.exists(), "the assembly point was not removed");
 }
