@@ -8,10 +8,12 @@
 mod files;
 mod mounts;
 mod power;
+mod process;
 mod vsock;
 
 use std::io::{BufReader, BufWriter};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use guest_init::protocol::{
@@ -65,14 +67,20 @@ fn serve(boottime: u64) -> Result<(), String> {
         .map_err(|e| format!("cannot reach the host on vsock port {CONTROL_PORT}: {e}"))?;
     let read_half = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(read_half);
-    let mut writer = BufWriter::new(stream);
+    // Shared with the thread that reports the process's end.
+    let writer = Arc::new(Mutex::new(BufWriter::new(stream)));
+    let send = |msg: &GuestMessage| {
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut *w, msg)
+    };
+    let mut running: Option<i32> = None;
     let hello = GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         kernel_release: power::kernel_release(),
         boottime_at_init_ns: boottime,
         online_cpus: power::online_cpus(),
     };
-    write_frame(&mut writer, &hello).map_err(|e| format!("cannot send hello: {e}"))?;
+    send(&hello).map_err(|e| format!("cannot send hello: {e}"))?;
     loop {
         let msg: Option<HostMessage> =
             read_frame(&mut reader).map_err(|e| format!("bad message from the host: {e}"))?;
@@ -86,8 +94,41 @@ fn serve(boottime: u64) -> Result<(), String> {
             Some(HostMessage::WriteFile { path, text }) => {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }
+            Some(HostMessage::Exec {
+                args,
+                env,
+                cwd,
+                root,
+                stdio_ports,
+            }) if running.is_none() => {
+                let req = process::ExecRequest {
+                    args,
+                    env,
+                    cwd,
+                    root,
+                    stdio_ports,
+                };
+                match process::start(req, writer.clone()) {
+                    Ok(pid) => {
+                        running = Some(pid);
+                        GuestMessage::Started { pid }
+                    }
+                    Err(message) => GuestMessage::ExecFailed { message },
+                }
+            }
+            Some(HostMessage::Exec { .. }) => GuestMessage::Error {
+                message: "a process is already running".into(),
+            },
+            Some(HostMessage::Signal { signal }) => match running {
+                // SAFETY: kill takes no pointers.
+                Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => GuestMessage::Done,
+                Some(_) => reply(Err(std::io::Error::last_os_error())),
+                None => GuestMessage::Error {
+                    message: "no process is running".into(),
+                },
+            },
             Some(HostMessage::PowerOff) => {
-                let _ = write_frame(&mut writer, &GuestMessage::PoweringOff);
+                let _ = send(&GuestMessage::PoweringOff);
                 // Our send is still in the kernel's vsock queue; restarting now could reset
                 // the device before it leaves. The host closes the connection once it has
                 // read the acknowledgement: wait for that, for a bounded time.
@@ -95,6 +136,6 @@ fn serve(boottime: u64) -> Result<(), String> {
                 return Ok(());
             }
         };
-        write_frame(&mut writer, &reply).map_err(|e| format!("cannot answer the host: {e}"))?;
+        send(&reply).map_err(|e| format!("cannot answer the host: {e}"))?;
     }
 }

@@ -40,6 +40,23 @@ pub enum GuestMessage {
     PoweringOff,
     /// A request succeeded and has nothing to return.
     Done,
+    /// The process of [`HostMessage::Exec`] is running.
+    Started {
+        /// Its pid in the guest.
+        pid: i32,
+    },
+    /// The process of [`HostMessage::Exec`] could not be started; nothing is running.
+    ExecFailed {
+        /// Why, in runc's words (`exec: "x": executable file not found in $PATH`).
+        message: String,
+    },
+    /// The process ended: `code` when it exited, `signal` when a signal killed it.
+    Exited {
+        /// Its exit code.
+        code: Option<i32>,
+        /// The signal that killed it.
+        signal: Option<i32>,
+    },
     /// The text of a file, answering [`HostMessage::ReadFile`].
     File {
         /// The contents (lossy UTF-8), at most [`MAX_FILE_TEXT`] bytes.
@@ -74,6 +91,25 @@ pub enum HostMessage {
     ReadFile {
         /// The guest path.
         path: String,
+    },
+    /// Run a process: connect its stdin, stdout and stderr to the host's vsock ports
+    /// `stdio_ports`, change root to `root`, change to `cwd` (created if missing), exec.
+    Exec {
+        /// argv; `args[0]` is looked up in the PATH of `env` when it has no `/`.
+        args: Vec<String>,
+        /// `NAME=value` strings.
+        env: Vec<String>,
+        /// Working directory, inside `root`.
+        cwd: String,
+        /// The guest directory that becomes the process's root.
+        root: String,
+        /// Host vsock ports for stdin, stdout and stderr.
+        stdio_ports: [u32; 3],
+    },
+    /// Send `signal` to the process of [`HostMessage::Exec`].
+    Signal {
+        /// The signal number.
+        signal: i32,
     },
     /// Write a guest file (for diagnostics and tests).
     WriteFile {

@@ -3,6 +3,7 @@
 //! while we wait is reported with the last lines its console printed.
 
 use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use guest_init::protocol::{
@@ -59,9 +60,24 @@ pub struct Hello {
     pub online_cpus: u32,
 }
 
+/// Sends signals to the guest's process (answers are read, and passed over, by
+/// [`Agent::wait_exit`]).
+#[derive(Clone)]
+pub struct Signaller(Arc<Mutex<UnixStream>>);
+
+impl Signaller {
+    /// Forwards `signal`; fails only if the connection is gone.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        let w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut &*w, &HostMessage::Signal { signal })
+    }
+}
+
 /// A connected guest-init.
 pub struct Agent {
     stream: UnixStream,
+    /// The write half, shared with [`Signaller`]s so frames never interleave.
+    writer: Arc<Mutex<UnixStream>>,
     hello: Hello,
 }
 
@@ -152,7 +168,12 @@ impl Agent {
                 hello.protocol
             )));
         }
-        Ok(Agent { stream, hello })
+        let writer = Arc::new(Mutex::new(stream.try_clone()?));
+        Ok(Agent {
+            stream,
+            writer,
+            hello,
+        })
     }
 
     /// The guest's hello.
@@ -166,7 +187,7 @@ impl Agent {
         msg: &HostMessage,
         timeout: Duration,
     ) -> Result<GuestMessage, AgentError> {
-        write_frame(&mut &self.stream, msg)?;
+        self.send(msg)?;
         self.stream.set_read_timeout(Some(timeout))?;
         match read_frame(&mut &self.stream) {
             Ok(Some(answer)) => Ok(answer),
@@ -195,6 +216,61 @@ impl Agent {
                 "expected pong, got {other:?}"
             ))),
         }
+    }
+
+    fn send(&self, msg: &HostMessage) -> Result<(), AgentError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut &*w, msg)?;
+        Ok(())
+    }
+
+    /// Starts a process in the guest; `Ok(pid)`, or the guest's reason (runc's words) in
+    /// [`AgentError::Guest`].
+    pub fn exec(&mut self, msg: &HostMessage, timeout: Duration) -> Result<i32, AgentError> {
+        match self.request(msg, timeout)? {
+            GuestMessage::Started { pid } => Ok(pid),
+            GuestMessage::ExecFailed { message } | GuestMessage::Error { message } => {
+                Err(AgentError::Guest(message))
+            }
+            other => Err(AgentError::Protocol(format!(
+                "expected started, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits for the process to end: `(code, signal)`. Answers to signals sent meanwhile are
+    /// passed over; every second `vm_alive` is asked whether to keep waiting.
+    pub fn wait_exit(
+        &mut self,
+        mut vm_alive: impl FnMut() -> Result<(), AgentError>,
+    ) -> Result<(Option<i32>, Option<i32>), AgentError> {
+        self.stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        loop {
+            match read_frame::<_, GuestMessage>(&mut &self.stream) {
+                Ok(Some(GuestMessage::Exited { code, signal })) => return Ok((code, signal)),
+                Ok(Some(GuestMessage::Done | GuestMessage::Error { .. })) => {}
+                Ok(Some(other)) => {
+                    return Err(AgentError::Protocol(format!(
+                        "expected exited, got {other:?}"
+                    )));
+                }
+                Ok(None) => return Err(AgentError::Protocol("connection closed".into())),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    vm_alive()?;
+                }
+                Err(e) => return Err(AgentError::Protocol(e.to_string())),
+            }
+        }
+    }
+
+    /// A handle that sends signals to the guest's process from another thread.
+    pub fn signaller(&self) -> Signaller {
+        Signaller(self.writer.clone())
     }
 
     /// Sends a request whose success is [`GuestMessage::Done`].

@@ -5,6 +5,7 @@
 mod check;
 mod debug;
 mod log;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ pub struct Cli {
 pub enum Command {
     /// Check whether this host can run runvm containers.
     Check(check::CheckArgs),
+    /// Create and run a container in the foreground.
+    Run(run::RunArgs),
     /// Developer tools: measure a guest boot, write the initramfs.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Debug(cmd) => debug::run(cmd, cli.debug),
+        Command::Run(args) => run::run(args, &cli.root, cli.debug),
     };
     match result {
         Ok(code) => code,

@@ -2,5 +2,6 @@
 //! sandbox process.
 
 pub mod bundle;
+pub mod run;
 pub mod shared_dir;
 pub mod sizing;

@@ -50,6 +50,8 @@ pub struct Vsock {
     active: Option<ActiveQueues>,
     pub(super) muxer: VsockMuxer,
     errors_seen: u32,
+    /// Where a tx packet's payload is copied out of guest memory.
+    tx_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Vsock {
@@ -87,6 +89,7 @@ impl Vsock {
             active: None,
             muxer: VsockMuxer::new(guest_cid, parts.listeners),
             errors_seen: 0,
+            tx_buf: vec![0; MAX_PKT_PAYLOAD as usize],
         };
         Ok((device, handle))
     }
@@ -115,20 +118,23 @@ impl Vsock {
             muxer,
             errors_seen,
             queue_events,
+            tx_buf,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
             return;
         };
         let mut used = 0;
-        while let Some(mut chain) = active.tx.pop_descriptor_chain(&active.mem) {
+        while let Some(chain) = active.tx.pop_descriptor_chain(&active.mem) {
             let head = chain.head_index();
-            match VsockPacket::from_tx_virtq_chain(&active.mem, &mut chain, MAX_PKT_PAYLOAD) {
-                Ok(pkt) => {
-                    let hdr = VsockHeader::from_packet(&pkt);
-                    muxer.handle_guest_packet(&hdr, pkt.data_slice(), now);
+            // The header and the payload may span any number of readable descriptors (Linux
+            // sends large writes as several); the reader checks each against guest memory.
+            match read_tx_packet(&active.mem, chain, tx_buf) {
+                Ok((hdr, len)) => {
+                    let payload = tx_buf.get(..len).unwrap_or_default();
+                    muxer.handle_guest_packet(&hdr, payload, now);
                 }
-                Err(err) => log_error(errors_seen, &VsockError::Chain(err)),
+                Err(err) => log_error(errors_seen, &err),
             }
             // Nothing is written to tx buffers: the used length is 0, good chain or bad.
             if let Err(err) = active.tx.add_used(&active.mem, head, 0) {
@@ -352,4 +358,41 @@ impl VirtioDevice for Vsock {
         }
         true
     }
+}
+
+/// Reads one tx packet: its header, then `len` payload bytes into `buf`. Refuses chains
+/// with write-only descriptors, a payload over [`MAX_PKT_PAYLOAD`], or fewer readable bytes
+/// than the header claims.
+fn read_tx_packet(
+    mem: &GuestMemory,
+    chain: virtio_queue::DescriptorChain<&GuestMemory>,
+    buf: &mut [u8],
+) -> Result<(VsockHeader, usize), VsockError> {
+    use std::io::Read;
+    let bad = |m: &str| VsockError::TxChain(m.to_owned());
+    if chain.clone().any(|d| d.is_write_only()) {
+        return Err(bad("write-only descriptor in a tx chain"));
+    }
+    let mut reader = chain
+        .reader(mem)
+        .map_err(|e| VsockError::TxChain(e.to_string()))?;
+    let mut raw = [0u8; super::PKT_HEADER_SIZE];
+    reader
+        .read_exact(&mut raw)
+        .map_err(|_| bad("shorter than a packet header"))?;
+    let hdr = VsockHeader::from_bytes(&raw);
+    let len = hdr.len as usize;
+    if hdr.len > MAX_PKT_PAYLOAD || len > buf.len() {
+        return Err(VsockError::TxChain(format!(
+            "payload of {len} bytes is too large"
+        )));
+    }
+    if reader.available_bytes() < len {
+        return Err(bad("the header claims more payload than the chain holds"));
+    }
+    let payload = buf.get_mut(..len).ok_or_else(|| bad("payload buffer"))?;
+    reader
+        .read_exact(payload)
+        .map_err(|_| bad("payload outside guest memory"))?;
+    Ok((hdr, len))
 }

@@ -107,6 +107,9 @@ pub enum VsockError {
     /// The descriptor chain does not hold a well-formed packet.
     #[error("malformed descriptor chain: {0}")]
     Chain(virtio_vsock::packet::Error),
+    /// A tx chain is not a header followed by `len` bytes of readable data.
+    #[error("malformed tx chain: {0}")]
+    TxChain(String),
     /// The queue itself failed (e.g. its used ring is outside guest memory).
     #[error("queue: {0}")]
     Queue(#[from] virtio_queue::Error),
@@ -171,6 +174,37 @@ impl VsockHeader {
             at = end;
         }
         out
+    }
+
+    /// Decodes a header the guest queued, from bytes already copied out of guest memory (so
+    /// it cannot change under us).
+    pub fn from_bytes(b: &[u8; PKT_HEADER_SIZE]) -> Self {
+        let u64_at = |i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Self {
+            src_cid: u64_at(0),
+            dst_cid: u64_at(8),
+            src_port: u32_at(16),
+            dst_port: u32_at(20),
+            len: u32_at(24),
+            type_: u16_at(28),
+            op: u16_at(30),
+            flags: u32_at(32),
+            buf_alloc: u32_at(36),
+            fwd_cnt: u32_at(40),
+        }
     }
 
     /// The header of a packet the guest queued (already copied out of guest memory by

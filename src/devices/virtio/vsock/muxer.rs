@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use virtio_vsock::packet::VsockPacket;
-use vm_memory::{Bytes, VolatileSlice};
+use vm_memory::Bytes;
 use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{ConnStatus, RxOutcome, VsockConnection};
@@ -88,12 +88,7 @@ impl VsockMuxer {
     }
 
     /// Handles one packet from the tx queue; `data` is its payload, if any.
-    pub(super) fn handle_guest_packet(
-        &mut self,
-        hdr: &VsockHeader,
-        data: Option<&VolatileSlice<'_, ()>>,
-        now: Instant,
-    ) {
+    pub(super) fn handle_guest_packet(&mut self, hdr: &VsockHeader, data: &[u8], now: Instant) {
         if hdr.src_cid != self.guest_cid {
             // Spoofed: there is nobody to answer.
             return;
@@ -118,11 +113,7 @@ impl VsockMuxer {
             }
             return;
         };
-        let payload_len = match data {
-            Some(slice) if hdr.op == super::OP_RW => slice.copy_to(&mut self.scratch[..]),
-            _ => 0,
-        };
-        let payload = self.scratch.get(..payload_len).unwrap_or_default();
+        let payload = if hdr.op == super::OP_RW { data } else { &[] };
         let status = conn.handle_guest_packet(hdr, payload, now);
         self.apply(key, status);
     }

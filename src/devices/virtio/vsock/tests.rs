@@ -122,21 +122,7 @@ fn poll_ready(fd: RawFd, interest: EventSet) -> EventSet {
 }
 
 fn parse_header(bytes: &[u8; PKT_HEADER_SIZE]) -> VsockHeader {
-    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-    VsockHeader {
-        src_cid: u64_at(0),
-        dst_cid: u64_at(8),
-        src_port: u32_at(16),
-        dst_port: u32_at(20),
-        len: u32_at(24),
-        type_: u16_at(28),
-        op: u16_at(30),
-        flags: u32_at(32),
-        buf_alloc: u32_at(36),
-        fwd_cnt: u32_at(40),
-    }
+    VsockHeader::from_bytes(bytes)
 }
 
 fn test_memory() -> GuestMemoryMmap {

@@ -55,3 +55,24 @@ pub fn guest_image() -> PathBuf {
         .expect("a config file has a directory")
         .to_owned()
 }
+
+/// Writes a bundle in `dir`: a root file system with Debian's static busybox and relative
+/// links for its applets, and a config.json running `args` with `env` in `cwd`.
+pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &str) -> PathBuf {
+    let bin = dir.join("rootfs/bin");
+    std::fs::create_dir_all(&bin).expect("create rootfs/bin");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
+    for applet in [
+        "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+    }
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "root": { "path": "rootfs" },
+        "process": { "cwd": cwd, "args": args, "env": env, "user": { "uid": 0, "gid": 0 } },
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
+    dir.to_owned()
+}

@@ -532,3 +532,40 @@ fn device_reset_closes_connections() {
     assert_eq!(guest.connection_count(), 0);
     assert!(guest.watcher.watched.is_empty());
 }
+
+#[test]
+fn payload_spread_over_two_descriptors_arrives_whole() {
+    // Linux sends large writes as non-linear packets: the header with the start of the
+    // payload in one descriptor, the rest in the next ones.
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem);
+    let listener = guest.handle.listen(PORT).unwrap();
+    let mut stream = guest.connect_from_guest(&listener, GUEST_PORT, PORT);
+    let data = pattern(3000);
+    let hdr = VsockHeader {
+        len: data.len() as u32,
+        ..guest.hdr(OP_RW, GUEST_PORT, PORT)
+    };
+    let (first, rest) = data.split_at(200);
+    guest.push_chain(TX_QUEUE, |head, addr| {
+        mem.write_slice(&hdr.to_bytes(), GuestAddress(addr))
+            .unwrap();
+        mem.write_slice(first, GuestAddress(addr + PKT_HEADER_SIZE as u64))
+            .unwrap();
+        let rest_addr = addr + DATA_OFFSET;
+        mem.write_slice(rest, GuestAddress(rest_addr)).unwrap();
+        vec![
+            desc(
+                addr,
+                (PKT_HEADER_SIZE + first.len()) as u32,
+                VRING_DESC_F_NEXT,
+                head + 1,
+            ),
+            desc(rest_addr, rest.len() as u32, 0, 0),
+        ]
+    });
+    let mut got = vec![0u8; data.len()];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, data);
+    assert_eq!(guest.connection_count(), 1, "the connection lives on");
+}

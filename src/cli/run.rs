@@ -1,0 +1,35 @@
+//! `runvm run [--bundle DIR] [--pid-file F] ID`: create and start a container in the
+//! foreground, with runc's flags; exits with the container process's status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::runtime::run::{self, RunOptions};
+
+/// Flags of `runvm run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The bundle directory (default: the current directory).
+    #[arg(long, short, default_value = ".")]
+    bundle: PathBuf,
+    /// Write this process's pid here.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// The container id.
+    id: String,
+}
+
+/// Runs the container.
+pub fn run(args: &RunArgs, root: &std::path::Path, debug: bool) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid_file: args.pid_file.clone(),
+        root: root.to_owned(),
+        debug,
+    };
+    let status = run::run(&opts)?;
+    Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
+}

@@ -1,0 +1,350 @@
+//! `runvm run`: one container from start to end in the foreground. The bundle's root file
+//! system is shared into a microVM sized from the spec; guest-init runs the spec's process
+//! there with its stdin, stdout and stderr as vsock streams that this process relays to its
+//! own; signals this process receives are forwarded; the exit status is the process's code,
+//! or 128+N when signal N killed it (runc's convention). Everything it set up is removed
+//! however it ends.
+//!
+//! Today the process runs with its root changed to the shared root file system; the rest of
+//! the container set-up (namespaces, mounts, users, capabilities, seccomp) is still to come.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use guest_init::protocol::HostMessage;
+
+use super::bundle::{Bundle, BundleError};
+use super::shared_dir::{ShareError, SharedDir};
+use super::sizing::{self, SizingError};
+use crate::agent::{Agent, AgentError};
+use crate::config::{Config, ConfigError};
+use crate::vmm::vcpu::StopReason;
+use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
+
+/// Where the guest mounts the share.
+const GUEST_SHARE: &str = "/run/share";
+/// Host vsock ports the process's stdin, stdout and stderr connect to.
+const STDIO_PORTS: [u32; 3] = [1025, 1026, 1027];
+/// Signals forwarded to the container's process.
+const FORWARDED: [libc::c_int; 7] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+];
+/// How long output may still drain after the process has exited.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Errors of `runvm run`, each one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The container id is not acceptable.
+    #[error("invalid container id {0:?}: use 1 to 1024 letters, digits, '_', '-', '+', '.'")]
+    BadId(String),
+    /// A container with this id exists.
+    #[error("container {0} already exists")]
+    Exists(String),
+    /// The bundle.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Sizing annotations.
+    #[error(transparent)]
+    Sizing(#[from] SizingError),
+    /// The configuration file.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The shared directory.
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    /// The VM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The process could not start (runc's words follow).
+    #[error("unable to start container process: {0}")]
+    Start(String),
+    /// Talking to guest-init.
+    #[error(transparent)]
+    Agent(AgentError),
+    /// A host file or socket.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl From<AgentError> for RunError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Guest(message) => RunError::Start(message),
+            other => RunError::Agent(other),
+        }
+    }
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
+    move |source| RunError::Io { what, source }
+}
+
+/// What `runvm run` was asked.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The container id.
+    pub id: String,
+    /// The bundle directory.
+    pub bundle: PathBuf,
+    /// Where to write this process's pid.
+    pub pid_file: Option<PathBuf>,
+    /// The state root (`--root`).
+    pub root: PathBuf,
+    /// Echo the guest console.
+    pub debug: bool,
+}
+
+/// Checks a container id as runc does (letters, digits, `_ - + .`; not `.` or `..`).
+pub fn validate_id(id: &str) -> Result<(), RunError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-+.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(RunError::BadId(id.to_owned()))
+    }
+}
+
+/// Runs the container; returns the exit status `runvm run` exits with.
+pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
+    validate_id(&opts.id)?;
+    let bundle = Bundle::load(&opts.bundle)?;
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let size = sizing::vm_size(&bundle.spec, host_cpus)?;
+    let config = Config::load()?;
+    std::fs::create_dir_all(&opts.root).map_err(io_err("cannot create the state root"))?;
+    let dir = opts.root.join(&opts.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(RunError::Exists(opts.id.clone()));
+        }
+        Err(e) => return Err(io_err("cannot create the container's directory")(e)),
+    }
+    let share = dir.join("share");
+    // Forwarded signals are taken by a thread with sigwait: block them before any thread
+    // exists, so that every thread inherits the mask.
+    let signals = block_forwarded_signals();
+    let result = SharedDir::create(&share, &bundle.root, &[])
+        .map_err(RunError::from)
+        .and_then(|_| in_vm(opts, &bundle, size, config, &share, signals));
+    // The mounts vanish with this process; the directories are ours to remove.
+    let _ = SharedDir::remove(&share);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn block_forwarded_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls get valid pointers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn write_pid_file(path: &Path) -> Result<(), RunError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, std::process::id().to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(io_err("cannot write the pid file"))
+}
+
+fn in_vm(
+    opts: &RunOptions,
+    bundle: &Bundle,
+    size: sizing::VmSize,
+    config: Config,
+    share: &Path,
+    signals: libc::sigset_t,
+) -> Result<i32, RunError> {
+    let process = bundle
+        .spec
+        .process()
+        .as_ref()
+        .ok_or(RunError::Start("no process".into()))?;
+    let vm = MicroVm::start(&VmConfig {
+        kernel: config.kernel,
+        initramfs: Some(config.initramfs),
+        vcpus: size.vcpus,
+        memory_mib: size.memory_mib,
+        extra_cmdline: String::new(),
+        console_log: None,
+        debug: opts.debug,
+        allow_software_kvm: false,
+        shared_dir: Some(share.to_owned()),
+    })?;
+    if let Some(p) = &opts.pid_file {
+        write_pid_file(p)?;
+    }
+    let mut agent = Agent::accept(&vm, Duration::from_secs(60))?;
+    let t = Duration::from_secs(10);
+    agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
+    let listeners = STDIO_PORTS
+        .iter()
+        .map(|p| vm.vsock().listen(*p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err("cannot listen for the process's stdio"))?;
+    let exec = HostMessage::Exec {
+        args: process.args().clone().unwrap_or_default(),
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().to_string_lossy().into_owned(),
+        root: format!("{GUEST_SHARE}/rootfs"),
+        stdio_ports: STDIO_PORTS,
+    };
+    agent.exec(&exec, t)?;
+    let mut streams = Vec::with_capacity(3);
+    for l in &listeners {
+        let s = l
+            .accept_timeout(t)
+            .map_err(io_err("stdio"))?
+            .ok_or(RunError::Start(
+                "the process's stdio did not connect".into(),
+            ))?;
+        s.set_nonblocking(false).map_err(io_err("stdio"))?;
+        streams.push(s);
+    }
+    let mut streams = streams.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (streams.next(), streams.next(), streams.next())
+    else {
+        return Err(RunError::Start(
+            "the process's stdio did not connect".into(),
+        ));
+    };
+    spawn_stdin_relay(stdin);
+    let out = spawn_output_relay(stdout, io::stdout);
+    let err = spawn_output_relay(stderr, io::stderr);
+    spawn_signal_forwarder(signals, agent.signaller());
+
+    let (code, signal) = agent.wait_exit(|| match vm.wait_stop(Duration::ZERO) {
+        Some(reason) => Err(AgentError::VmStopped {
+            reason: match reason {
+                StopReason::Error(e) => e,
+                r => r.name().replace('_', " "),
+            },
+            what: "process exited",
+            console: String::new(),
+        }),
+        None => Ok(()),
+    })?;
+    let deadline = Instant::now() + DRAIN;
+    for relay in [out, err] {
+        while !relay.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    agent.power_off(t)?;
+    let _ = vm.wait_stop(t);
+    vm.shutdown();
+    Ok(match (code, signal) {
+        (_, Some(sig)) => 128 + sig,
+        (Some(code), None) => code,
+        (None, None) => 255,
+    })
+}
+
+/// Copies our stdin to the process; at end of file, shuts the stream's write side so the
+/// process sees end of file too. Not joined: a stdin that never ends must not hold us.
+fn spawn_stdin_relay(mut stream: UnixStream) {
+    std::thread::spawn(move || {
+        let mut stdin = io::stdin().lock();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+/// Copies one of the process's output streams to ours until it ends.
+fn spawn_output_relay<W: Write, F: Fn() -> W + Send + 'static>(
+    mut stream: UnixStream,
+    out: F,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let mut o = out();
+                    if o.write_all(&buf[..n]).and_then(|()| o.flush()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Waits for the blocked signals and forwards each to the guest's process.
+fn spawn_signal_forwarder(set: libc::sigset_t, signaller: crate::agent::Signaller) {
+    std::thread::spawn(move || {
+        loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is an initialised sigset_t and `sig` a valid int.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            if signaller.signal(sig).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_as_runc_takes_them() {
+        for ok in ["a", "web-1", "x_y.z+1", &"a".repeat(1024)] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            &"a".repeat(1025),
+            "ünï",
+        ] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+}

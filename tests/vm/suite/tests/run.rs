@@ -1,0 +1,195 @@
+//! `runvm run`: a busybox bundle's process runs in its microVM with our stdio, our signals
+//! and our exit status, and leaves nothing behind.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use runvm_vm_tests::{busybox_bundle, guest_image, require_real_kvm, runvm_bin};
+
+const PATH: &str = "PATH=/bin";
+
+struct Run {
+    code: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Runs a bundle with `args`, feeding `stdin`; checks the state root is empty afterwards.
+fn run(args: &[&str], env: &[&str], cwd: &str, stdin: &[u8]) -> Run {
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(&dir.path().join("bundle"), args, env, cwd);
+    let state = dir.path().join("state");
+    let mut child = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(&state)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("test-container")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&state).unwrap().collect();
+    assert!(left.is_empty(), "state left behind: {left:?}");
+    Run {
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn echo_hello() {
+    let r = run(&["echo", "hello"], &[PATH], "/", b"");
+    assert_eq!(
+        (r.code, r.stdout.as_slice()),
+        (Some(0), &b"hello\n"[..]),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn exit_codes_env_cwd_and_stderr() {
+    let script = "echo FOO=$FOO; pwd; echo to-stderr >&2; exit 42";
+    let r = run(
+        &["sh", "-c", script],
+        &[PATH, "FOO=bar"],
+        "/made/for/us",
+        b"",
+    );
+    assert_eq!(r.code, Some(42));
+    assert_eq!(
+        String::from_utf8(r.stdout).unwrap(),
+        "FOO=bar\n/made/for/us\n"
+    );
+    assert_eq!(r.stderr, "to-stderr\n");
+}
+
+#[test]
+fn stdin_reaches_the_process_and_its_end_too() {
+    let r = run(&["cat"], &[PATH], "/", b"line one\nline two\n");
+    assert_eq!(
+        (r.code, r.stdout.as_slice()),
+        (Some(0), &b"line one\nline two\n"[..])
+    );
+}
+
+#[test]
+fn a_missing_binary_fails_in_runcs_words_and_leaves_nothing() {
+    let r = run(&["nope"], &[PATH], "/", b"");
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("exec: \"nope\": executable file not found in $PATH"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&["/bin/nope"], &[PATH], "/", b"");
+    assert!(
+        r.stderr.contains("no such file or directory"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn sixty_four_mib_out_and_through_byte_exact() {
+    const SIZE: usize = 64 << 20;
+    let r = run(
+        &["sh", "-c", "yes abcdefghijklmno | head -c 67108864"],
+        &[PATH],
+        "/",
+        b"",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let expected: Vec<u8> = b"abcdefghijklmno\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(SIZE)
+        .collect();
+    assert!(
+        r.stdout == expected,
+        "64 MiB to stdout differs ({} bytes)",
+        r.stdout.len()
+    );
+
+    let input: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let r = run(&["cat"], &[PATH], "/", &input);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout == input,
+        "64 MiB through stdin differs ({} bytes)",
+        r.stdout.len()
+    );
+}
+
+#[test]
+fn signals_reach_the_process_and_its_death_is_128_plus_n() {
+    require_real_kvm();
+    guest_image();
+    for (script, signal, expected) in [
+        (
+            "trap 'exit 3' USR1; echo ready; while true; do sleep 0.1; done",
+            libc::SIGUSR1,
+            3,
+        ),
+        (
+            "echo ready; exec sleep 60",
+            libc::SIGTERM,
+            128 + libc::SIGTERM,
+        ),
+    ] {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let bundle = busybox_bundle(
+            &dir.path().join("bundle"),
+            &["sh", "-c", script],
+            &[PATH],
+            "/",
+        );
+        let mut child = Command::new(runvm_bin())
+            .arg("--root")
+            .arg(dir.path().join("state"))
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg("sig")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        lines.read_line(&mut first).unwrap();
+        assert_eq!(first, "ready\n");
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(expected), "{script}: {err}");
+    }
+}
