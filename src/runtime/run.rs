@@ -167,9 +167,21 @@ fn block_forwarded_signals() -> libc::sigset_t {
     }
 }
 
+/// Writes our pid atomically, mode 0644 whatever the umask (virtio-fs's PassthroughFs sets
+/// the process umask to 0 when the VM starts).
 fn write_pid_file(path: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, std::process::id().to_string())
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            f.write_all(std::process::id().to_string().as_bytes())
+        })
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(io_err("cannot write the pid file"))
 }
@@ -262,7 +274,8 @@ fn in_vm(
     let _ = vm.wait_stop(t);
     vm.shutdown();
     Ok(match (code, signal) {
-        (_, Some(sig)) => 128 + sig,
+        // Both numbers come from the guest: never overflow on a hostile one.
+        (_, Some(sig)) => 128i32.saturating_add(sig),
         (Some(code), None) => code,
         (None, None) => 255,
     })

@@ -34,6 +34,20 @@ pub const INT_VRING: u32 = 0x1;
 /// Interrupt status bit: the configuration space changed.
 pub const INT_CONFIG: u32 = 0x2;
 
+/// Copies `data.len()` bytes of a device's configuration space `config` from `offset`;
+/// bytes past its end (or any offset that overflows) read as 0.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (at, byte) in data.iter_mut().enumerate() {
+        *byte = u64::try_from(at)
+            .ok()
+            .and_then(|at| offset.checked_add(at))
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
 /// How a device raises its interrupt in the guest.
 pub trait Interrupt: Send + Sync {
     /// Sets the `status` bits ([`INT_VRING`], [`INT_CONFIG`]) and signals the guest.

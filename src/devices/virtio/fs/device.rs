@@ -208,15 +208,7 @@ impl VirtioDevice for VirtioFs {
         let (tag, num_request_queues) = config.split_at_mut(TAG_MAX_LEN);
         tag.copy_from_slice(&self.tag);
         num_request_queues.copy_from_slice(&1u32.to_le_bytes());
-        for (at, byte) in data.iter_mut().enumerate() {
-            *byte = u64::try_from(at)
-                .ok()
-                .and_then(|at| offset.checked_add(at))
-                .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::super::read_config_bytes(&config, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {

@@ -300,15 +300,7 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_vsock_config { le64 guest_cid; }
         let config = self.guest_cid.to_le_bytes();
-        for (at, byte) in data.iter_mut().enumerate() {
-            *byte = u64::try_from(at)
-                .ok()
-                .and_then(|at| offset.checked_add(at))
-                .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::super::read_config_bytes(&config, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {

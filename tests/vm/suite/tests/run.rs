@@ -193,3 +193,42 @@ fn signals_reach_the_process_and_its_death_is_128_plus_n() {
         assert_eq!(status.code(), Some(expected), "{script}: {err}");
     }
 }
+
+#[test]
+fn the_pid_file_names_runvm_and_is_not_world_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"], &[PATH], "/");
+    let pid_file = dir.path().join("init.pid");
+    let child = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(dir.path().join("state"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("pid")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runvm_pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, runvm_pid, "the pid file names the runvm process");
+    let mode = std::fs::metadata(&pid_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+}
