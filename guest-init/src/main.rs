@@ -99,6 +99,7 @@ fn serve(boottime: u64) -> Result<(), String> {
                 env,
                 cwd,
                 root,
+                hostname,
                 stdio_ports,
             }) if running.is_none() => {
                 let req = process::ExecRequest {
@@ -106,6 +107,7 @@ fn serve(boottime: u64) -> Result<(), String> {
                     env,
                     cwd,
                     root,
+                    hostname,
                     stdio_ports,
                 };
                 match process::start(req, writer.clone()) {

@@ -26,6 +26,7 @@ pub struct ExecRequest {
     pub env: Vec<String>,
     pub cwd: String,
     pub root: String,
+    pub hostname: Option<String>,
     pub stdio_ports: [u32; 3],
 }
 
@@ -86,6 +87,7 @@ pub fn start(
         .map(|p| cstring(p))
         .collect::<Result<_, _>>()?;
     let root = cstring(&req.root)?;
+    let hostname = req.hostname.as_deref().map(cstring).transpose()?;
     let cwd = cstring(&req.cwd)?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -107,23 +109,37 @@ pub fn start(
     let (err_read, err_write) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
 
-    // SAFETY: the child only makes async-signal-safe system calls on data prepared above.
-    let pid = unsafe { libc::fork() };
+    // A fork into new pid, mount, UTS and IPC namespaces: the process is PID 1 of its own
+    // pid namespace, as with runc. (Raw clone with no new stack behaves like fork.)
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    // SAFETY: clone without CLONE_VM or a new stack is a fork; the child only makes
+    // async-signal-safe system calls on data prepared above.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_long::from(flags) | libc::c_long::from(libc::SIGCHLD),
+            0,
+            0,
+            0,
+            0,
+        )
+    } as i32;
     if pid < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
+        return Err(format!("clone: {}", io::Error::last_os_error()));
     }
     if pid == 0 {
         // SAFETY: in the child: only system calls on prepared, valid pointers; never returns.
         unsafe {
-            child(
-                &stdio,
-                &root,
-                &cwd,
-                &paths,
-                &argv_ptrs,
-                &envp_ptrs,
-                err_write.as_raw_fd(),
-            )
+            child(&ChildPlan {
+                stdio: &stdio,
+                hostname: hostname.as_ref(),
+                root: &root,
+                cwd: &cwd,
+                paths: &paths,
+                argv: &argv_ptrs,
+                envp: &envp_ptrs,
+                err_fd: err_write.as_raw_fd(),
+            })
         }
     }
     drop(err_write);
@@ -180,19 +196,34 @@ unsafe fn fail(err_fd: i32, errno: i32) -> ! {
     }
 }
 
-/// The forked child: stdio, new session, root, working directory, exec.
+/// Everything the child needs, prepared before the clone.
+#[derive(Clone, Copy)]
+struct ChildPlan<'a> {
+    stdio: &'a [File],
+    hostname: Option<&'a CString>,
+    root: &'a CString,
+    cwd: &'a CString,
+    paths: &'a [CString],
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    err_fd: i32,
+}
+
+/// The cloned child: stdio, new session, root, hostname, working directory, exec.
 ///
 /// # Safety
 /// Only to be called in the forked child, with NUL-terminated pointer arrays.
-unsafe fn child(
-    stdio: &[File],
-    root: &CString,
-    cwd: &CString,
-    paths: &[CString],
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    err_fd: i32,
-) -> ! {
+unsafe fn child(plan: &ChildPlan<'_>) -> ! {
+    let ChildPlan {
+        stdio,
+        hostname,
+        root,
+        cwd,
+        paths,
+        argv,
+        envp,
+        err_fd,
+    } = *plan;
     // SAFETY: system calls on valid descriptors and NUL-terminated strings prepared before
     // fork; every failure ends in `fail`, which exits.
     unsafe {
@@ -202,8 +233,61 @@ unsafe fn child(
             }
         }
         libc::setsid();
-        if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+        // Start the process with default signal handling and nothing blocked: guest-init's
+        // own settings (Rust ignores SIGPIPE) must not leak into it, as ignored signals
+        // survive exec.
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // The root file system becomes /: a private mount tree, the root bound onto itself,
+        // that mount moved over / and entered. pivot_root is not possible: the guest's own
+        // root is the initramfs, which cannot be pivoted away from (runc's --no-pivot does
+        // this too). A process that escapes this chroot reaches only the guest's initramfs;
+        // the VM is the boundary.
+        let dot = c".".as_ptr();
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+            || libc::mount(
+                root.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) != 0
+            || libc::chdir(root.as_ptr()) != 0
+            || libc::mount(
+                dot,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            ) != 0
+            || libc::chroot(dot) != 0
+            || libc::chdir(c"/".as_ptr()) != 0
+        {
             fail(err_fd, -1);
+        }
+        // A /proc of the new pid namespace.
+        libc::mkdir(c"/proc".as_ptr(), 0o555);
+        libc::mount(
+            c"proc".as_ptr(),
+            c"/proc".as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        );
+        if let Some(h) = hostname {
+            libc::sethostname(h.as_ptr(), h.as_bytes().len());
         }
         if libc::chdir(cwd.as_ptr()) != 0 {
             // Like runc, create a missing working directory (one level at a time).

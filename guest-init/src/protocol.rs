@@ -103,6 +103,9 @@ pub enum HostMessage {
         cwd: String,
         /// The guest directory that becomes the process's root.
         root: String,
+        /// The hostname of its UTS namespace, if set.
+        #[serde(default)]
+        hostname: Option<String>,
         /// Host vsock ports for stdin, stdout and stderr.
         stdio_ports: [u32; 3],
     },

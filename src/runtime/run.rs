@@ -226,6 +226,7 @@ fn in_vm(
         env: process.env().clone().unwrap_or_default(),
         cwd: process.cwd().to_string_lossy().into_owned(),
         root: format!("{GUEST_SHARE}/rootfs"),
+        hostname: bundle.spec.hostname().clone(),
         stdio_ports: STDIO_PORTS,
     };
     agent.exec(&exec, t)?;

@@ -65,12 +65,14 @@ pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &
         .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
     for applet in [
         "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
+        "hostname", "ls", "grep",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
         "root": { "path": "rootfs" },
+        "hostname": "runvm-test",
         "process": { "cwd": cwd, "args": args, "env": env, "user": { "uid": 0, "gid": 0 } },
     });
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");

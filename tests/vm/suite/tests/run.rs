@@ -142,7 +142,7 @@ fn sixty_four_mib_out_and_through_byte_exact() {
 }
 
 #[test]
-fn signals_reach_the_process_and_its_death_is_128_plus_n() {
+fn signals_reach_the_process_and_pid_1_ignores_unhandled_ones() {
     require_real_kvm();
     guest_image();
     for (script, signal, expected) in [
@@ -151,11 +151,9 @@ fn signals_reach_the_process_and_its_death_is_128_plus_n() {
             libc::SIGUSR1,
             3,
         ),
-        (
-            "echo ready; exec sleep 60",
-            libc::SIGTERM,
-            128 + libc::SIGTERM,
-        ),
+        // The process is PID 1 of its pid namespace: a signal it has no handler for is
+        // ignored, exactly as with runc (docker stop then waits and kills).
+        ("echo ready; sleep 2; echo done", libc::SIGTERM, 0),
     ] {
         let dir = tempfile::tempdir_in("/tmp").unwrap();
         let bundle = busybox_bundle(
@@ -231,4 +229,17 @@ fn the_pid_file_names_runvm_and_is_not_world_writable() {
     assert_eq!(pid, runvm_pid, "the pid file names the runvm process");
     let mode = std::fs::metadata(&pid_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
+}
+
+#[test]
+fn the_process_is_pid_1_with_its_own_hostname_and_proc() {
+    let script = "echo pid=$$; hostname; kill -9 $$; echo still-here; ls /proc | grep -c '^[0-9]'";
+    let r = run(&["sh", "-c", script], &[PATH], "/", b"");
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let out = String::from_utf8(r.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["pid=1", "runvm-test", "still-here"], "{out}");
+    // Only the container's own processes (sh, ls, grep) are in its /proc.
+    let procs: u32 = lines[3].parse().unwrap();
+    assert!((1..=4).contains(&procs), "{procs} processes visible: {out}");
 }
