@@ -48,6 +48,21 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// How many errors a device logs before it goes quiet.
+pub const MAX_LOGGED_ERRORS: u32 = 16;
+
+/// Logs one of a device's errors (most are the guest's doing), the first
+/// [`MAX_LOGGED_ERRORS`] only: a hostile guest cannot flood the host's log.
+pub fn log_guest_error(device: &str, errors_seen: &mut u32, err: &dyn std::fmt::Display) {
+    *errors_seen = errors_seen.saturating_add(1);
+    if *errors_seen <= MAX_LOGGED_ERRORS {
+        eprintln!("{device}: {err}");
+        if *errors_seen == MAX_LOGGED_ERRORS {
+            eprintln!("{device}: further errors are not logged");
+        }
+    }
+}
+
 /// How a device raises its interrupt in the guest.
 pub trait Interrupt: Send + Sync {
     /// Sets the `status` bits ([`INT_VRING`], [`INT_CONFIG`]) and signals the guest.

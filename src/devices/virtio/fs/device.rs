@@ -20,8 +20,6 @@ use crate::vmm::GuestMemory;
 const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
 /// Chains handled per queue event before the device lets other events run.
 const MAX_BATCH: usize = QUEUE_SIZE as usize;
-/// Errors caused by the guest that are logged; later ones are counted silently.
-const MAX_LOGGED_ERRORS: u32 = 16;
 
 /// What the device works with once the driver has set it up.
 struct ActiveQueues {
@@ -174,15 +172,8 @@ fn new_server(shared_dir: &str) -> Result<FsServer, FsError> {
     Ok(Server::new(fs))
 }
 
-/// Logs the first [`MAX_LOGGED_ERRORS`] errors; a hostile guest cannot flood the log.
 fn log_error(errors_seen: &mut u32, err: &dyn std::fmt::Display) {
-    *errors_seen = errors_seen.saturating_add(1);
-    if *errors_seen <= MAX_LOGGED_ERRORS {
-        eprintln!("virtio-fs: {err}");
-        if *errors_seen == MAX_LOGGED_ERRORS {
-            eprintln!("virtio-fs: further errors are not logged");
-        }
-    }
+    super::super::log_guest_error("virtio-fs", errors_seen, err);
 }
 
 impl VirtioDevice for VirtioFs {

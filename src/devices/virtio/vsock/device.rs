@@ -25,8 +25,6 @@ use crate::vmm::GuestMemory;
 const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
 /// Tx chains handled per queue event before the device lets other events run.
 const MAX_TX_BATCH: usize = 4 * QUEUE_SIZE as usize;
-/// Errors caused by the guest that are logged; later ones are counted silently.
-const MAX_LOGGED_ERRORS: u32 = 16;
 
 /// What the device works with once the driver has set it up.
 struct ActiveQueues {
@@ -269,15 +267,8 @@ fn notify_guest(
     }
 }
 
-/// Logs the first [`MAX_LOGGED_ERRORS`] errors; a hostile guest cannot flood the log.
 fn log_error(errors_seen: &mut u32, err: &VsockError) {
-    *errors_seen = errors_seen.saturating_add(1);
-    if *errors_seen <= MAX_LOGGED_ERRORS {
-        eprintln!("vsock: {err}");
-        if *errors_seen == MAX_LOGGED_ERRORS {
-            eprintln!("vsock: further errors are not logged");
-        }
-    }
+    super::super::log_guest_error("vsock", errors_seen, err);
 }
 
 impl VirtioDevice for Vsock {
