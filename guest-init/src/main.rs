@@ -94,23 +94,8 @@ fn serve(boottime: u64) -> Result<(), String> {
             Some(HostMessage::WriteFile { path, text }) => {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }
-            Some(HostMessage::Exec {
-                args,
-                env,
-                cwd,
-                root,
-                hostname,
-                stdio_ports,
-            }) if running.is_none() => {
-                let req = process::ExecRequest {
-                    args,
-                    env,
-                    cwd,
-                    root,
-                    hostname,
-                    stdio_ports,
-                };
-                match process::start(req, writer.clone()) {
+            Some(HostMessage::Exec(spec)) if running.is_none() => {
+                match process::start(spec, writer.clone()) {
                     Ok(pid) => {
                         running = Some(pid);
                         GuestMessage::Started { pid }
@@ -118,7 +103,7 @@ fn serve(boottime: u64) -> Result<(), String> {
                     Err(message) => GuestMessage::ExecFailed { message },
                 }
             }
-            Some(HostMessage::Exec { .. }) => GuestMessage::Error {
+            Some(HostMessage::Exec(_)) => GuestMessage::Error {
                 message: "a process is already running".into(),
             },
             Some(HostMessage::Signal { signal }) => match running {

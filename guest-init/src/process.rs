@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use guest_init::protocol::{GuestMessage, write_frame};
+use guest_init::protocol::{ExecSpec, GuestMessage, write_frame};
 
 use crate::vsock;
 
@@ -19,16 +19,6 @@ use crate::vsock;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The host's vsock context id.
 const HOST_CID: u32 = 2;
-
-/// What to run (from [`guest_init::protocol::HostMessage::Exec`]).
-pub struct ExecRequest {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub root: String,
-    pub hostname: Option<String>,
-    pub stdio_ports: [u32; 3],
-}
 
 fn cstring(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
@@ -67,7 +57,7 @@ fn exec_error(name: &str, errno: i32) -> String {
 /// Starts the process; returns its pid, or runc's message when it could not start. On
 /// success a thread reports its end on `control`.
 pub fn start(
-    req: ExecRequest,
+    req: ExecSpec,
     control: Arc<Mutex<impl Write + Send + 'static>>,
 ) -> Result<i32, String> {
     let name = req.args.first().cloned().ok_or("exec: no command given")?;

@@ -72,6 +72,25 @@ pub enum GuestMessage {
 /// The most bytes of a file [`HostMessage::ReadFile`] returns.
 pub const MAX_FILE_TEXT: usize = 64 << 10;
 
+/// A process to run: its stdin, stdout and stderr connect to the host's vsock ports
+/// `stdio_ports`, its root becomes `root`, it starts in `cwd` (created if missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// argv; `args[0]` is looked up in the PATH of `env` when it has no `/`.
+    pub args: Vec<String>,
+    /// `NAME=value` strings.
+    pub env: Vec<String>,
+    /// Working directory, inside `root`.
+    pub cwd: String,
+    /// The guest directory that becomes the process's root.
+    pub root: String,
+    /// The hostname of its UTS namespace, if set.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Host vsock ports for stdin, stdout and stderr.
+    pub stdio_ports: [u32; 3],
+}
+
 /// What the host sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -92,23 +111,8 @@ pub enum HostMessage {
         /// The guest path.
         path: String,
     },
-    /// Run a process: connect its stdin, stdout and stderr to the host's vsock ports
-    /// `stdio_ports`, change root to `root`, change to `cwd` (created if missing), exec.
-    Exec {
-        /// argv; `args[0]` is looked up in the PATH of `env` when it has no `/`.
-        args: Vec<String>,
-        /// `NAME=value` strings.
-        env: Vec<String>,
-        /// Working directory, inside `root`.
-        cwd: String,
-        /// The guest directory that becomes the process's root.
-        root: String,
-        /// The hostname of its UTS namespace, if set.
-        #[serde(default)]
-        hostname: Option<String>,
-        /// Host vsock ports for stdin, stdout and stderr.
-        stdio_ports: [u32; 3],
-    },
+    /// Run a process.
+    Exec(ExecSpec),
     /// Send `signal` to the process of [`HostMessage::Exec`].
     Signal {
         /// The signal number.
@@ -205,6 +209,32 @@ mod tests {
         let half_len = [1u8, 0];
         let err = read_frame::<_, HostMessage>(&mut &half_len[..]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn exec_round_trips_and_hostname_may_be_absent() {
+        let exec = HostMessage::Exec(ExecSpec {
+            args: vec!["sh".into(), "-c".into(), "exit 3".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            root: "/run/share/rootfs".into(),
+            hostname: Some("box".into()),
+            stdio_ports: [1025, 1026, 1027],
+        });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &exec).unwrap();
+        assert_eq!(
+            read_frame::<_, HostMessage>(&mut &buf[..]).unwrap(),
+            Some(exec)
+        );
+
+        let body = br#"{"type":"exec","args":["true"],"env":[],"cwd":"/","root":"/r","stdio_ports":[1,2,3]}"#;
+        let mut buf = (body.len() as u32).to_le_bytes().to_vec();
+        buf.extend_from_slice(body);
+        match read_frame::<_, HostMessage>(&mut &buf[..]).unwrap() {
+            Some(HostMessage::Exec(spec)) => assert_eq!(spec.hostname, None),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use guest_init::protocol::HostMessage;
+use guest_init::protocol::{ExecSpec, HostMessage};
 
 use super::bundle::{Bundle, BundleError};
 use super::shared_dir::{ShareError, SharedDir};
@@ -221,14 +221,14 @@ fn in_vm(
         .map(|p| vm.vsock().listen(*p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err("cannot listen for the process's stdio"))?;
-    let exec = HostMessage::Exec {
+    let exec = HostMessage::Exec(ExecSpec {
         args: process.args().clone().unwrap_or_default(),
         env: process.env().clone().unwrap_or_default(),
         cwd: process.cwd().to_string_lossy().into_owned(),
         root: format!("{GUEST_SHARE}/rootfs"),
         hostname: bundle.spec.hostname().clone(),
         stdio_ports: STDIO_PORTS,
-    };
+    });
     agent.exec(&exec, t)?;
     let mut streams = Vec::with_capacity(3);
     for l in &listeners {
