@@ -2,3 +2,4 @@
 //! binary, which depends on this crate for it.
 
 pub mod protocol;
+pub mod spec;

@@ -2,9 +2,10 @@
 //!
 //! It mounts the guest's pseudo file systems, connects to the host over virtio-vsock, says
 //! hello (protocol version, kernel release, boot time), answers the host's requests, and
-//! powers the VM off when told to or when the host connection is lost. The container set-up
-//! comes later (see ARCHITECTURE.md).
+//! powers the VM off when told to or when the host connection is lost. Run again with
+//! `--container-stage`, it is the container's set-up (`container`).
 
+mod container;
 mod files;
 mod mounts;
 mod power;
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION")
         );
         return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some(container::STAGE_ARG) {
+        container::stage();
     }
     if std::process::id() != 1 {
         eprintln!("guest-init: runs only as PID 1 of a runvm guest");
@@ -95,7 +99,7 @@ fn serve(boottime: u64) -> Result<(), String> {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }
             Some(HostMessage::Exec(spec)) if running.is_none() => {
-                match process::start(spec, writer.clone()) {
+                match process::start(*spec, writer.clone()) {
                     Ok(pid) => {
                         running = Some(pid);
                         GuestMessage::Started { pid }

@@ -9,6 +9,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::spec::ExecSpec;
+
 /// The protocol version both sides must agree on.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// The vsock port on the host (CID 2) that guest-init connects to.
@@ -72,25 +74,6 @@ pub enum GuestMessage {
 /// The most bytes of a file [`HostMessage::ReadFile`] returns.
 pub const MAX_FILE_TEXT: usize = 64 << 10;
 
-/// A process to run: its stdin, stdout and stderr connect to the host's vsock ports
-/// `stdio_ports`, its root becomes `root`, it starts in `cwd` (created if missing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecSpec {
-    /// argv; `args[0]` is looked up in the PATH of `env` when it has no `/`.
-    pub args: Vec<String>,
-    /// `NAME=value` strings.
-    pub env: Vec<String>,
-    /// Working directory, inside `root`.
-    pub cwd: String,
-    /// The guest directory that becomes the process's root.
-    pub root: String,
-    /// The hostname of its UTS namespace, if set.
-    #[serde(default)]
-    pub hostname: Option<String>,
-    /// Host vsock ports for stdin, stdout and stderr.
-    pub stdio_ports: [u32; 3],
-}
-
 /// What the host sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -112,7 +95,7 @@ pub enum HostMessage {
         path: String,
     },
     /// Run a process.
-    Exec(ExecSpec),
+    Exec(Box<ExecSpec>),
     /// Send `signal` to the process of [`HostMessage::Exec`].
     Signal {
         /// The signal number.
@@ -213,14 +196,15 @@ mod tests {
 
     #[test]
     fn exec_round_trips_and_hostname_may_be_absent() {
-        let exec = HostMessage::Exec(ExecSpec {
+        let exec = HostMessage::Exec(Box::new(ExecSpec {
             args: vec!["sh".into(), "-c".into(), "exit 3".into()],
             env: vec!["PATH=/bin".into()],
             cwd: "/".into(),
             root: "/run/share/rootfs".into(),
             hostname: Some("box".into()),
             stdio_ports: [1025, 1026, 1027],
-        });
+            ..ExecSpec::default()
+        }));
         let mut buf = Vec::new();
         write_frame(&mut buf, &exec).unwrap();
         assert_eq!(

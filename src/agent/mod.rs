@@ -102,6 +102,18 @@ fn stop_reason_text(reason: &StopReason) -> String {
     }
 }
 
+impl AgentError {
+    /// The VM stopped for `reason` while the host waited for the guest to do `what`; the
+    /// message carries the kernel's panic line or the console's last lines.
+    pub fn vm_stopped(vm: &MicroVm, reason: &StopReason, what: &'static str) -> AgentError {
+        AgentError::VmStopped {
+            reason: stop_reason_text(reason),
+            what,
+            console: console_suffix(vm),
+        }
+    }
+}
+
 impl Agent {
     /// Waits up to `timeout` for guest-init to connect to the control port and say hello.
     pub fn accept(vm: &MicroVm, timeout: Duration) -> Result<Agent, AgentError> {
@@ -112,11 +124,7 @@ impl Agent {
                 break s;
             }
             if let Some(reason) = vm.wait_stop(Duration::ZERO) {
-                return Err(AgentError::VmStopped {
-                    reason: stop_reason_text(&reason),
-                    what: "connected",
-                    console: console_suffix(vm),
-                });
+                return Err(AgentError::vm_stopped(vm, &reason, "connected"));
             }
             if Instant::now() >= deadline {
                 return Err(AgentError::Timeout {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::runtime::shared_dir::SharedDir;
+use crate::runtime::shared_dir::{HostBind, SharedDir};
 use crate::vmm::vcpu::StopReason;
 use crate::vmm::vm::{MicroVm, VmConfig};
 
@@ -253,7 +253,15 @@ fn share(args: &ShareArgs, debug: bool) -> anyhow::Result<ExitCode> {
         std::env::temp_dir().join(format!("runvm-share-{}", std::process::id()))
     });
     // Still single-threaded here, as unsharing the mount namespace requires.
-    let result = SharedDir::create(&at, &args.dir, &args.bind)
+    let binds: Vec<HostBind> = args
+        .bind
+        .iter()
+        .map(|source| HostBind {
+            source: source.clone(),
+            readonly: false,
+        })
+        .collect();
+    let result = SharedDir::create(&at, &args.dir, &binds)
         .context("cannot assemble the share")
         .and_then(|_| share_in_vm(args, debug, config, &at));
     // The mounts vanish with this process's namespace; the empty mount point is ours to remove.

@@ -5,3 +5,4 @@ pub mod bundle;
 pub mod run;
 pub mod shared_dir;
 pub mod sizing;
+pub mod spec;

@@ -5,8 +5,8 @@
 //! or 128+N when signal N killed it (runc's convention). Everything it set up is removed
 //! however it ends.
 //!
-//! Today the process runs with its root changed to the shared root file system; the rest of
-//! the container set-up (namespaces, mounts, users, capabilities, seccomp) is still to come.
+//! The spec is translated on the host (`spec`); guest-init applies it (namespaces, mounts,
+//! devices, users, capabilities, seccomp) and execs the process.
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use guest_init::protocol::{ExecSpec, HostMessage};
+use guest_init::protocol::HostMessage;
 
 use super::bundle::{Bundle, BundleError};
 use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
+use super::spec::{self, SpecError};
 use crate::agent::{Agent, AgentError};
 use crate::config::{Config, ConfigError};
-use crate::vmm::vcpu::StopReason;
 use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
 
 /// Where the guest mounts the share.
@@ -53,6 +53,9 @@ pub enum RunError {
     /// The bundle.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The spec asks for something the guest cannot do.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
     /// Sizing annotations.
     #[error(transparent)]
     Sizing(#[from] SizingError),
@@ -145,9 +148,9 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.
     let signals = block_forwarded_signals();
-    let result = SharedDir::create(&share, &bundle.root, &[])
+    let result = SharedDir::create(&share, &bundle.root, &spec::host_binds(&bundle))
         .map_err(RunError::from)
-        .and_then(|_| in_vm(opts, &bundle, size, config, &share, signals));
+        .and_then(|shared| in_vm(opts, &bundle, size, config, &shared, signals));
     // The mounts vanish with this process; the directories are ours to remove.
     let _ = SharedDir::remove(&share);
     let _ = std::fs::remove_dir_all(&dir);
@@ -191,7 +194,7 @@ fn in_vm(
     bundle: &Bundle,
     size: sizing::VmSize,
     config: Config,
-    share: &Path,
+    share: &SharedDir,
     signals: libc::sigset_t,
 ) -> Result<i32, RunError> {
     let process = bundle
@@ -199,6 +202,18 @@ fn in_vm(
         .process()
         .as_ref()
         .ok_or(RunError::Start("no process".into()))?;
+    let binds: Vec<String> = share
+        .binds
+        .iter()
+        .map(|b| format!("{GUEST_SHARE}/{}", b.display()))
+        .collect();
+    let exec = spec::exec_spec(
+        bundle,
+        process,
+        &format!("{GUEST_SHARE}/rootfs"),
+        &binds,
+        STDIO_PORTS,
+    )?;
     let vm = MicroVm::start(&VmConfig {
         kernel: config.kernel,
         initramfs: Some(config.initramfs),
@@ -208,7 +223,7 @@ fn in_vm(
         console_log: None,
         debug: opts.debug,
         allow_software_kvm: false,
-        shared_dir: Some(share.to_owned()),
+        shared_dir: Some(share.root.clone()),
     })?;
     if let Some(p) = &opts.pid_file {
         write_pid_file(p)?;
@@ -221,15 +236,7 @@ fn in_vm(
         .map(|p| vm.vsock().listen(*p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err("cannot listen for the process's stdio"))?;
-    let exec = HostMessage::Exec(ExecSpec {
-        args: process.args().clone().unwrap_or_default(),
-        env: process.env().clone().unwrap_or_default(),
-        cwd: process.cwd().to_string_lossy().into_owned(),
-        root: format!("{GUEST_SHARE}/rootfs"),
-        hostname: bundle.spec.hostname().clone(),
-        stdio_ports: STDIO_PORTS,
-    });
-    agent.exec(&exec, t)?;
+    agent.exec(&HostMessage::Exec(Box::new(exec)), t)?;
     let mut streams = Vec::with_capacity(3);
     for l in &listeners {
         let s = l
@@ -255,14 +262,7 @@ fn in_vm(
     spawn_signal_forwarder(signals, agent.signaller());
 
     let (code, signal) = agent.wait_exit(|| match vm.wait_stop(Duration::ZERO) {
-        Some(reason) => Err(AgentError::VmStopped {
-            reason: match reason {
-                StopReason::Error(e) => e,
-                r => r.name().replace('_', " "),
-            },
-            what: "process exited",
-            console: String::new(),
-        }),
+        Some(reason) => Err(AgentError::vm_stopped(&vm, &reason, "process exited")),
         None => Ok(()),
     })?;
     let deadline = Instant::now() + DRAIN;

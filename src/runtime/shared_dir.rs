@@ -29,6 +29,16 @@ pub enum ShareError {
     MissingSource(PathBuf),
 }
 
+/// One bind mount's host source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBind {
+    /// The host path (a directory or a file).
+    pub source: PathBuf,
+    /// Read-only: enforced here too, so a guest kernel that ignores its own read-only
+    /// mount still cannot write to the host.
+    pub readonly: bool,
+}
+
 /// The assembled directory.
 #[derive(Debug)]
 pub struct SharedDir {
@@ -85,7 +95,7 @@ fn mount(
 impl SharedDir {
     /// Unshares the mount namespace, stops propagation to the host, mounts a tmpfs at `at`
     /// and binds `rootfs` and every source of `binds` into it.
-    pub fn create(at: &Path, rootfs: &Path, binds: &[PathBuf]) -> Result<SharedDir, ShareError> {
+    pub fn create(at: &Path, rootfs: &Path, binds: &[HostBind]) -> Result<SharedDir, ShareError> {
         // SAFETY: unshare takes no pointers.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
             return Err(sys("unshare the mount namespace for", at)(
@@ -121,7 +131,7 @@ impl SharedDir {
         )
         .map_err(sys("bind the root file system", rootfs))?;
         let mut placed = Vec::with_capacity(binds.len());
-        for (n, source) in binds.iter().enumerate() {
+        for (n, HostBind { source, readonly }) in binds.iter().enumerate() {
             let meta =
                 std::fs::metadata(source).map_err(|_| ShareError::MissingSource(source.clone()))?;
             let rel = PathBuf::from("binds").join(n.to_string());
@@ -140,6 +150,16 @@ impl SharedDir {
                 None,
             )
             .map_err(sys("bind", source))?;
+            if *readonly {
+                mount(
+                    None,
+                    &target,
+                    None,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    None,
+                )
+                .map_err(sys("make read-only", source))?;
+            }
             placed.push(rel);
         }
         Ok(SharedDir {
@@ -203,7 +223,17 @@ mod tests {
             bind_file.clone(),
         );
         let code = in_child(move || {
-            let Ok(share) = SharedDir::create(&a, &r, &[d.clone(), f]) else {
+            let binds = [
+                HostBind {
+                    source: d.clone(),
+                    readonly: false,
+                },
+                HostBind {
+                    source: f,
+                    readonly: true,
+                },
+            ];
+            let Ok(share) = SharedDir::create(&a, &r, &binds) else {
                 return 2;
             };
             let ok = std::fs::read_to_string(a.join("rootfs/etc-file"))
@@ -214,7 +244,8 @@ mod tests {
                     .ok()
                     .as_deref()
                     == Some("nameserver 192.0.2.1\n")
-                && std::fs::write(a.join(&share.binds[0]).join("new"), "via share").is_ok();
+                && std::fs::write(a.join(&share.binds[0]).join("new"), "via share").is_ok()
+                && std::fs::write(a.join(&share.binds[1]), "overwritten").is_err();
             if ok { 0 } else { 3 }
         });
         assert_eq!(code, 0);
@@ -234,7 +265,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (at, rootfs) = (tmp.path().join("share"), tmp.path().to_owned());
         let code = in_child(move || {
-            match SharedDir::create(&at, &rootfs, &[PathBuf::from("/nonexistent/source")]) {
+            let missing = HostBind {
+                source: PathBuf::from("/nonexistent/source"),
+                readonly: false,
+            };
+            match SharedDir::create(&at, &rootfs, &[missing]) {
                 Err(ShareError::MissingSource(p)) if p == Path::new("/nonexistent/source") => 0,
                 _ => 1,
             }

@@ -65,16 +65,39 @@ pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &
         .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
     for applet in [
         "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
-        "hostname", "ls", "grep",
+        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }
+    // The mounts `runc spec` writes.
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
         "root": { "path": "rootfs" },
         "hostname": "runvm-test",
         "process": { "cwd": cwd, "args": args, "env": env, "user": { "uid": 0, "gid": 0 } },
+        "mounts": [
+            { "destination": "/proc", "type": "proc", "source": "proc" },
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+              "options": ["nosuid", "noexec", "nodev"] },
+            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+              "options": ["nosuid", "noexec", "nodev", "ro"] }
+        ],
     });
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write config.json");
     dir.to_owned()
+}
+
+/// Changes the bundle's config.json with `edit`.
+pub fn edit_config(bundle: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path).expect("read config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&text).expect("parse config.json");
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).expect("write config.json");
 }
