@@ -26,7 +26,7 @@ const MAX_ERROR: u64 = 64 << 10;
 /// Descriptors the child's inputs are moved to before the clone, above every target.
 const HIGH_FD: i32 = 10;
 
-/// Moves `fd` to a close-on-exec descriptor at or above [`HIGH_FD`].
+/// A close-on-exec copy of `fd` at or above [`HIGH_FD`]; the caller drops the original.
 fn high(fd: &impl AsRawFd) -> Result<OwnedFd, String> {
     // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own returns a new one or -1.
     let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };

@@ -101,3 +101,66 @@ pub fn edit_config(bundle: &std::path::Path, edit: impl FnOnce(&mut serde_json::
     edit(&mut config);
     std::fs::write(&path, config.to_string()).expect("write config.json");
 }
+
+/// How long a container of these tests may take before it counts as hung.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// Runs `dir/bundle` with state in `dir/state` and no stdin; checks the state root is empty
+/// afterwards. Returns (exit code, stdout, stderr). A runvm still running after [`HANG`] is
+/// killed and the test fails, instead of stalling the whole suite.
+pub fn run_bundle(dir: &std::path::Path) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    require_real_kvm();
+    guest_image();
+    let mut child = std::process::Command::new(runvm_bin())
+        .arg("--root")
+        .arg(dir.join("state"))
+        .args(["run", "--bundle"])
+        .arg(dir.join("bundle"))
+        .arg("ctr")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start runvm");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = std::time::Instant::now() + HANG;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for runvm") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "runvm still running after {} s (killed); stdout so far: {:?}",
+                HANG.as_secs(),
+                out.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let left = std::fs::read_dir(dir.join("state")).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "state left behind");
+    (status.code(), out, err)
+}
+
+/// The `key=value` lines of `out`, values trimmed.
+pub fn key_values(out: &str) -> std::collections::HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}

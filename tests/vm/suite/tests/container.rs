@@ -4,43 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashMap;
-use std::process::{Command, Stdio};
-
-use runvm_vm_tests::{busybox_bundle, edit_config, guest_image, require_real_kvm, runvm_bin};
+use runvm_vm_tests::{
+    busybox_bundle, edit_config, guest_image, key_values as values, require_real_kvm, run_bundle,
+};
 
 const PATH: &str = "PATH=/bin";
-
-/// Runs the bundle in `dir` and returns (exit code, stdout, stderr).
-fn run_bundle(dir: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = Command::new(runvm_bin())
-        .arg("--root")
-        .arg(dir.join("state"))
-        .args(["run", "--bundle"])
-        .arg(dir.join("bundle"))
-        .arg("ctr")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        std::fs::read_dir(dir.join("state")).unwrap().count(),
-        0,
-        "state left behind"
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `key=value` lines of the script's output.
-fn values(out: &str) -> HashMap<String, String> {
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
-}
 
 /// What the script reports about itself, one `key=value` per line.
 const PROBE: &str = r#"
@@ -231,6 +199,106 @@ fn a_spec_the_guest_cannot_apply_fails_in_one_line_and_leaves_nothing() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("mount /x") && err.contains("nosuchfs"),
+        "{err}"
+    );
+}
+
+/// Runs a spec docker or podman really wrote (tests/fixtures), with our busybox root, `script`
+/// as the process and every bind source replaced by a temporary file or directory.
+fn run_captured_spec(fixture: &str, script: &str) -> (Option<i32>, String, String) {
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"], &[PATH], "/");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(fixture);
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    spec["root"]["path"] = bundle.join("rootfs").to_str().unwrap().into();
+    spec["process"]["args"] = serde_json::json!(["sh", "-c", script]);
+    spec["process"]["terminal"] = false.into();
+    for (n, m) in spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
+        let options = m["options"].to_string();
+        if m["type"] == "bind" || options.contains("\"bind\"") || options.contains("\"rbind\"") {
+            let source = dir.path().join(format!("bind-{n}"));
+            if m["destination"] == "/dev/shm" {
+                std::fs::create_dir(&source).unwrap();
+            } else {
+                std::fs::write(&source, format!("bind {n}\n")).unwrap();
+            }
+            m["source"] = source.to_str().unwrap().into();
+        }
+    }
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    run_bundle(dir.path())
+}
+
+/// Docker's default capabilities, as /proc/self/status shows them.
+const DOCKER_CAPS: &str = "00000000a80425fb";
+
+#[test]
+fn dockers_own_spec_with_its_seccomp_profile_runs() {
+    let script = r#"
+st() { grep "^$1:" /proc/self/status | tr -s ' \t' ' ' | cut -d' ' -f2-; }
+echo "seccomp=$(st Seccomp)"
+echo "capeff=$(st CapEff)"
+echo "forked=$(echo piped | cat)"
+echo "hostname_file=$(cat /etc/hostname)"
+grep -q ' /sys/fs/cgroup ro,' /proc/self/mountinfo && echo "cgroup=ro"
+grep -q ' /sys/firmware ro,' /proc/self/mountinfo && echo "masked=yes"
+mkdir /dev/shm/d && echo "shm=ok"
+"#;
+    let (code, out, err) = run_captured_spec("docker-run-config.json", script);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    let v = values(&out);
+    for (k, want) in [
+        ("seccomp", "2"),
+        ("capeff", DOCKER_CAPS),
+        ("forked", "piped"),
+        ("cgroup", "ro"),
+        ("masked", "yes"),
+        ("shm", "ok"),
+    ] {
+        assert_eq!(
+            v.get(k).map(String::as_str),
+            Some(want),
+            "{k}:\n{out}\n{err}"
+        );
+    }
+    assert!(v["hostname_file"].starts_with("bind "), "{out}");
+}
+
+#[test]
+fn podmans_own_spec_runs() {
+    let script = r#"
+echo "containerenv=$(cat /run/.containerenv)"
+echo x > /dev/shm/f && echo "shm=ok"
+echo "nofile=$(ulimit -n)"
+"#;
+    let (code, out, err) = run_captured_spec("podman-run-config.json", script);
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    let v = values(&out);
+    assert!(v["containerenv"].starts_with("bind "), "{out}");
+    assert_eq!(v.get("shm").map(String::as_str), Some("ok"), "{out}\n{err}");
+    assert_eq!(v.get("nofile").map(String::as_str), Some("20000"), "{out}");
+}
+
+#[test]
+fn a_file_that_is_not_executable_fails_with_runcs_permission_denied() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(&dir.path().join("bundle"), &["/data.txt"], &[PATH], "/");
+    std::fs::write(bundle.join("rootfs/data.txt"), "not a program\n").unwrap();
+    let (code, _, err) = run_bundle(dir.path());
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("exec: \"/data.txt\": permission denied"),
         "{err}"
     );
 }
