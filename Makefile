@@ -2,13 +2,15 @@
 .PHONY: demo test deps build guest lint l1
 
 # Set up a fresh machine and show runvm at work: `runvm check` here, then, where KVM is real
-# (natively or in the L1 test VM), `runvm check` with this checkout's guest image and a
-# microVM booted by runvm's own VMM to guest-init's hello over vsock (one JSON line of
-# measurements). Later: a container in a microVM.
+# (natively or in the L1 test VM), `runvm check` with this checkout's guest image, one microVM
+# booted to guest-init's hello (a JSON line of measurements), and a busybox container run
+# with `runvm run` in its own microVM.
 demo: deps build
 	-./target/debug/runvm check
+	packaging/demo-bundle target/demo-bundle
 	RUNVM_CONFIG=$$(rootfs/build-guest | tail -n1) tests/vm/run -- \
-		sh -c './target/debug/runvm check && ./target/debug/runvm debug boot --vcpus 2'
+		sh -c './target/debug/runvm check && ./target/debug/runvm debug boot --vcpus 2 && \
+		./target/debug/runvm --root /tmp/runvm-demo run --bundle target/demo-bundle demo'
 
 # Everything: lint, host tests, guest image, VM tests, the L1 harness's self-test.
 test: deps
