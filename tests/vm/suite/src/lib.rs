@@ -65,7 +65,7 @@ pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &
         .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
     for applet in [
         "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
-        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut",
+        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut", "wc",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }
@@ -154,6 +154,12 @@ pub fn run_bundle(dir: &std::path::Path) -> (Option<i32>, String, String) {
     );
     let left = std::fs::read_dir(dir.join("state")).map_or(0, |d| d.count());
     assert_eq!(left, 0, "state left behind");
+    // The share's mounts lived in runvm's private namespace: none is visible here.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    assert!(
+        !mounts.contains(dir.to_str().expect("UTF-8 temp path")),
+        "a mount of the container leaked: {mounts}"
+    );
     (status.code(), out, err)
 }
 

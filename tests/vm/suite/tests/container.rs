@@ -205,7 +205,11 @@ fn a_spec_the_guest_cannot_apply_fails_in_one_line_and_leaves_nothing() {
 
 /// Runs a spec docker or podman really wrote (tests/fixtures), with our busybox root, `script`
 /// as the process and every bind source replaced by a temporary file or directory.
-fn run_captured_spec(fixture: &str, script: &str) -> (Option<i32>, String, String) {
+fn run_captured_spec(
+    fixture: &str,
+    script: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> (Option<i32>, String, String) {
     require_real_kvm();
     guest_image();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -235,6 +239,7 @@ fn run_captured_spec(fixture: &str, script: &str) -> (Option<i32>, String, Strin
             m["source"] = source.to_str().unwrap().into();
         }
     }
+    edit(&mut spec);
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
     run_bundle(dir.path())
 }
@@ -253,8 +258,13 @@ echo "hostname_file=$(cat /etc/hostname)"
 grep -q ' /sys/fs/cgroup ro,' /proc/self/mountinfo && echo "cgroup=ro"
 grep -q ' /sys/firmware ro,' /proc/self/mountinfo && echo "masked=yes"
 mkdir /dev/shm/d && echo "shm=ok"
+echo "timer_list_bytes=$(wc -c < /proc/timer_list)"
+echo "rootwrite=$(touch /new-file 2>&1 | grep -o 'Read-only file system')"
 "#;
-    let (code, out, err) = run_captured_spec("docker-run-config.json", script);
+    // As `docker run --read-only` asks.
+    let (code, out, err) = run_captured_spec("docker-run-config.json", script, |spec| {
+        spec["root"]["readonly"] = true.into();
+    });
     assert_eq!(code, Some(0), "{err}\n{out}");
     let v = values(&out);
     for (k, want) in [
@@ -264,6 +274,10 @@ mkdir /dev/shm/d && echo "shm=ok"
         ("cgroup", "ro"),
         ("masked", "yes"),
         ("shm", "ok"),
+        // A masked file reads as empty (/dev/null over it).
+        ("timer_list_bytes", "0"),
+        // Root, with every capability docker gives, cannot write a read-only root.
+        ("rootwrite", "Read-only file system"),
     ] {
         assert_eq!(
             v.get(k).map(String::as_str),
@@ -281,7 +295,7 @@ echo "containerenv=$(cat /run/.containerenv)"
 echo x > /dev/shm/f && echo "shm=ok"
 echo "nofile=$(ulimit -n)"
 "#;
-    let (code, out, err) = run_captured_spec("podman-run-config.json", script);
+    let (code, out, err) = run_captured_spec("podman-run-config.json", script, |_| {});
     assert_eq!(code, Some(0), "{err}\n{out}");
     let v = values(&out);
     assert!(v["containerenv"].starts_with("bind "), "{out}");

@@ -44,6 +44,11 @@ fn run(args: &[&str], env: &[&str], cwd: &str, stdin: &[u8]) -> Run {
     feeder.join().unwrap();
     let left: Vec<_> = std::fs::read_dir(&state).unwrap().collect();
     assert!(left.is_empty(), "state left behind: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "a mount leaked: {mounts}"
+    );
     Run {
         code: out.status.code(),
         stdout: out.stdout,
