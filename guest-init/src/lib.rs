@@ -1,5 +1,6 @@
-//! The guest side of runvm as a library: the host<->guest [`protocol`], shared with the host
-//! binary, which depends on this crate for it.
+//! The guest side of runvm as a library: the host<->guest [`protocol`] and [`spec`], and the
+//! [`mount`] helper, shared with the host binary, which depends on this crate for them.
 
+pub mod mount;
 pub mod protocol;
 pub mod spec;

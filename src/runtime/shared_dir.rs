@@ -11,6 +11,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use guest_init::mount::mount;
+
 /// Errors assembling the shared directory.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -55,41 +57,6 @@ fn cstr(p: &Path) -> io::Result<CString> {
 fn sys(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ShareError {
     let path = path.to_owned();
     move |source| ShareError::Sys { what, path, source }
-}
-
-fn mount(
-    source: Option<&Path>,
-    target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
-    data: Option<&str>,
-) -> io::Result<()> {
-    let source = source.map(cstr).transpose()?;
-    let target = cstr(target)?;
-    let fstype = fstype
-        .map(CString::new)
-        .transpose()
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let data = data
-        .map(CString::new)
-        .transpose()
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            ptr(&source),
-            target.as_ptr(),
-            ptr(&fstype),
-            flags,
-            ptr(&data).cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 impl SharedDir {

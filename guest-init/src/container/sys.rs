@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::path::Path;
 
 /// `open_tree(2)`: clone the mount tree at the path instead of opening it.
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -21,7 +22,7 @@ pub fn last_error(what: &str, path: &str) -> String {
     format!("{what} {path}: {}", io::Error::last_os_error())
 }
 
-/// `mount(2)` with optional source, type and data.
+/// `mount(2)` with optional source, type and data; the error names the target.
 pub fn mount(
     source: Option<&str>,
     target: &str,
@@ -29,24 +30,14 @@ pub fn mount(
     flags: u64,
     data: Option<&str>,
 ) -> Result<(), String> {
-    let (source, c_target) = (source.map(cstr).transpose()?, cstr(target)?);
-    let (fstype, data) = (fstype.map(cstr).transpose()?, data.map(cstr).transpose()?);
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is null or a NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            ptr(&source),
-            c_target.as_ptr(),
-            ptr(&fstype),
-            flags,
-            ptr(&data).cast(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(last_error("mount", target))
-    }
+    guest_init::mount::mount(
+        source.map(Path::new),
+        Path::new(target),
+        fstype,
+        flags,
+        data,
+    )
+    .map_err(|e| format!("mount {target}: {e}"))
 }
 
 /// Creates `path` and its missing parents as directories (mode 0755).
