@@ -81,16 +81,34 @@ pub struct Agent {
     hello: Hello,
 }
 
+/// The most characters of guest-supplied text a message carries.
+const MAX_GUEST_TEXT: usize = 512;
+
+/// Guest-supplied text made safe for a one-line message: control characters (newlines,
+/// escape sequences) become spaces and the length is bounded.
+fn guest_text(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(MAX_GUEST_TEXT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(MAX_GUEST_TEXT).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 /// What the console says about the guest's end, as a message suffix: the kernel's panic line
 /// if there is one, else the last lines.
 fn console_suffix(vm: &MicroVm) -> String {
     if let Some(panic) = vm.console().panic_line() {
-        return format!(": {panic}");
+        return format!(": {}", guest_text(&panic));
     }
     let lines = vm.console().last_lines(8);
     if lines.is_empty() {
         String::from(" (the guest console printed nothing)")
     } else {
+        let lines: Vec<String> = lines.iter().map(|l| guest_text(l)).collect();
         format!("; last console lines: {}", lines.join(" | "))
     }
 }
@@ -160,9 +178,9 @@ impl Agent {
                 online_cpus,
             },
             Some(other) => {
-                return Err(AgentError::Protocol(format!(
+                return Err(AgentError::Protocol(guest_text(&format!(
                     "expected hello, got {other:?}"
-                )));
+                ))));
             }
             None => {
                 return Err(AgentError::Protocol(
@@ -220,9 +238,9 @@ impl Agent {
     pub fn ping(&mut self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::Ping, timeout)? {
             GuestMessage::Pong => Ok(()),
-            other => Err(AgentError::Protocol(format!(
+            other => Err(AgentError::Protocol(guest_text(&format!(
                 "expected pong, got {other:?}"
-            ))),
+            )))),
         }
     }
 
@@ -238,11 +256,11 @@ impl Agent {
         match self.request(msg, timeout)? {
             GuestMessage::Started { pid } => Ok(pid),
             GuestMessage::ExecFailed { message } | GuestMessage::Error { message } => {
-                Err(AgentError::Guest(message))
+                Err(AgentError::Guest(guest_text(&message)))
             }
-            other => Err(AgentError::Protocol(format!(
+            other => Err(AgentError::Protocol(guest_text(&format!(
                 "expected started, got {other:?}"
-            ))),
+            )))),
         }
     }
 
@@ -258,9 +276,9 @@ impl Agent {
                 Ok(Some(GuestMessage::Exited { code, signal })) => return Ok((code, signal)),
                 Ok(Some(GuestMessage::Done | GuestMessage::Error { .. })) => {}
                 Ok(Some(other)) => {
-                    return Err(AgentError::Protocol(format!(
+                    return Err(AgentError::Protocol(guest_text(&format!(
                         "expected exited, got {other:?}"
-                    )));
+                    ))));
                 }
                 Ok(None) => return Err(AgentError::Protocol("connection closed".into())),
                 Err(e)
@@ -285,10 +303,10 @@ impl Agent {
     fn request_done(&mut self, msg: &HostMessage, timeout: Duration) -> Result<(), AgentError> {
         match self.request(msg, timeout)? {
             GuestMessage::Done => Ok(()),
-            GuestMessage::Error { message } => Err(AgentError::Guest(message)),
-            other => Err(AgentError::Protocol(format!(
+            GuestMessage::Error { message } => Err(AgentError::Guest(guest_text(&message))),
+            other => Err(AgentError::Protocol(guest_text(&format!(
                 "expected done, got {other:?}"
-            ))),
+            )))),
         }
     }
 
@@ -313,10 +331,10 @@ impl Agent {
         };
         match self.request(&msg, timeout)? {
             GuestMessage::File { text } => Ok(text),
-            GuestMessage::Error { message } => Err(AgentError::Guest(message)),
-            other => Err(AgentError::Protocol(format!(
+            GuestMessage::Error { message } => Err(AgentError::Guest(guest_text(&message))),
+            other => Err(AgentError::Protocol(guest_text(&format!(
                 "expected file, got {other:?}"
-            ))),
+            )))),
         }
     }
 
@@ -340,9 +358,27 @@ impl Agent {
     pub fn power_off(mut self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::PowerOff, timeout)? {
             GuestMessage::PoweringOff => Ok(()),
-            other => Err(AgentError::Protocol(format!(
+            other => Err(AgentError::Protocol(guest_text(&format!(
                 "expected powering_off, got {other:?}"
-            ))),
+            )))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_one_bounded_line() {
+        assert_eq!(
+            guest_text("exec: \"x\": bad\n\x1b[2Jcleared\r"),
+            "exec: \"x\": bad  [2Jcleared "
+        );
+        let long = "a".repeat(MAX_GUEST_TEXT + 10);
+        let t = guest_text(&long);
+        assert_eq!(t.len(), MAX_GUEST_TEXT + 3);
+        assert!(t.ends_with("..."));
+        assert_eq!(guest_text("short"), "short");
     }
 }
