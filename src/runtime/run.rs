@@ -38,6 +38,10 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGALRM,
     libc::SIGTERM,
 ];
+/// The longest runvm waits for guest-init to connect or answer one request (the exec request
+/// includes the whole container set-up). Milliseconds on hardware KVM; seconds inside the
+/// nested L1 test VM under load, where 10 s proved too short.
+const GUEST_PATIENCE: Duration = Duration::from_secs(60);
 /// How long output may still drain after the process has exited.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -228,8 +232,8 @@ fn in_vm(
     if let Some(p) = &opts.pid_file {
         write_pid_file(p)?;
     }
-    let mut agent = Agent::accept(&vm, Duration::from_secs(60))?;
-    let t = Duration::from_secs(10);
+    let mut agent = Agent::accept(&vm, GUEST_PATIENCE)?;
+    let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
     let listeners = STDIO_PORTS
         .iter()

@@ -181,7 +181,14 @@ fn signals_reach_the_process_and_pid_1_ignores_unhandled_ones() {
         let mut lines = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         lines.read_line(&mut first).unwrap();
-        assert_eq!(first, "ready\n");
+        if first != "ready\n" {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{script}: first line {first:?}, exit {:?}, stderr: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
