@@ -164,3 +164,25 @@ fn debug_boot_fails_fast_and_clearly_where_guests_cannot_run() {
         assert!(stderr.contains("kernel"), "{stderr}");
     }
 }
+
+#[test]
+fn state_and_list_read_the_state_root() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let out = runvm(&["--root", r, "state", "nope"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "runvm: container nope does not exist"
+    );
+    let out = runvm(&["--root", r, "list"], None);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("ID          PID         STATUS"), "{text}");
+    assert_eq!(text.lines().count(), 1);
+    let out = runvm(&["--root", r, "list", "--format", "json"], None);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "[]");
+    let out = runvm(&["--root", r, "state", "../x"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"));
+}

@@ -6,6 +6,8 @@ mod check;
 mod debug;
 mod log;
 mod run;
+mod spec;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,14 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Create and run a container in the foreground.
     Run(run::RunArgs),
+    /// Print the state of a container (OCI state JSON).
+    State(state::StateArgs),
+    /// List the containers.
+    List(state::ListArgs),
+    /// Write a default config.json.
+    Spec(spec::SpecArgs),
+    /// Print what runvm supports (OCI features JSON).
+    Features,
     /// Developer tools: measure a guest boot, write the initramfs.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -80,6 +90,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Debug(cmd) => debug::run(cmd, cli.debug),
         Command::Run(args) => run::run(args, &cli.root, cli.debug),
+        Command::State(args) => state::state(args, &cli.root),
+        Command::List(args) => state::list(args, &cli.root),
+        Command::Spec(args) => spec::spec(args),
+        Command::Features => spec::features(),
     };
     match result {
         Ok(code) => code,

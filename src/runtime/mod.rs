@@ -6,3 +6,4 @@ pub mod run;
 pub mod shared_dir;
 pub mod sizing;
 pub mod spec;
+pub mod state;

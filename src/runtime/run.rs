@@ -20,6 +20,9 @@ use super::bundle::{Bundle, BundleError};
 use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
+use super::state::{
+    ContainerState, OCI_VERSION, StateError, Status, Store, now_rfc3339, process_start,
+};
 use crate::agent::{Agent, AgentError};
 use crate::config::{Config, ConfigError};
 use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
@@ -57,6 +60,9 @@ pub enum RunError {
     /// The bundle.
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    /// The container's state on disk.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// The spec asks for something the guest cannot do.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -148,13 +154,36 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         }
         Err(e) => return Err(io_err("cannot create the container's directory")(e)),
     }
+    let store = Store::new(&opts.root);
+    let me = std::process::id() as i32;
+    let mut state = ContainerState {
+        oci_version: OCI_VERSION.into(),
+        id: opts.id.clone(),
+        pid: me,
+        status: Status::Creating,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.root.clone(),
+        created: now_rfc3339(),
+        owner: String::new(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        pid_start: process_start(me).unwrap_or(0),
+    };
+    if let Err(e) = store.save(&state) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e.into());
+    }
     let share = dir.join("share");
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.
     let signals = block_forwarded_signals();
     let result = SharedDir::create(&share, &bundle.root, &spec::host_binds(&bundle))
         .map_err(RunError::from)
-        .and_then(|shared| in_vm(opts, &bundle, size, config, &shared, signals));
+        .and_then(|shared| {
+            in_vm(opts, &bundle, size, config, &shared, signals, || {
+                state.status = Status::Running;
+                store.save(&state)
+            })
+        });
     // The mounts vanish with this process; the directories are ours to remove.
     let _ = SharedDir::remove(&share);
     let _ = std::fs::remove_dir_all(&dir);
@@ -200,6 +229,7 @@ fn in_vm(
     config: Config,
     share: &SharedDir,
     signals: libc::sigset_t,
+    started: impl FnOnce() -> Result<(), StateError>,
 ) -> Result<i32, RunError> {
     let process = bundle
         .spec
@@ -241,6 +271,7 @@ fn in_vm(
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err("cannot listen for the process's stdio"))?;
     agent.exec(&HostMessage::Exec(Box::new(exec)), t)?;
+    started()?;
     let mut streams = Vec::with_capacity(3);
     for l in &listeners {
         let s = l

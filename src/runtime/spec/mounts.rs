@@ -54,6 +54,20 @@ const FLAGS: &[(&str, bool, u64)] = &[
 /// runc's own extensions that mean nothing to a guest kernel mount.
 const IGNORED: &[&str] = &["tmpcopyup", "notmpcopyup", "nosymfollow", "symfollow"];
 
+/// Every option name runvm understands (for `runvm features`).
+pub fn option_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = FLAGS.iter().map(|(n, ..)| *n).collect();
+    for p in ["private", "shared", "slave", "unbindable"] {
+        names.push(p);
+    }
+    for p in ["rprivate", "rshared", "rslave", "runbindable"] {
+        names.push(p);
+    }
+    names.extend_from_slice(IGNORED);
+    names.sort_unstable();
+    names
+}
+
 /// A propagation type's flags (`rprivate` = `MS_PRIVATE|MS_REC`...).
 pub fn propagation(name: &str) -> Option<u64> {
     let (rec, base) = match name.strip_prefix('r') {

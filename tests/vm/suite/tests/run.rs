@@ -255,3 +255,53 @@ fn the_process_is_pid_1_with_its_own_hostname_and_proc() {
     let procs: u32 = lines[3].parse().unwrap();
     assert!((1..=4).contains(&procs), "{procs} processes visible: {out}");
 }
+
+#[test]
+fn state_and_list_show_a_running_container_with_runvms_pid() {
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &["sh", "-c", "echo ready; read line; echo bye"],
+        &[PATH],
+        "/",
+    );
+    let state_root = dir.path().join("state");
+    let runvm = |args: &[&str]| {
+        Command::new(runvm_bin())
+            .arg("--root")
+            .arg(&state_root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut child = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(&state_root)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("listed")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n");
+    let out = runvm(&["state", "listed"]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["status"], "running", "{state}");
+    assert_eq!(state["pid"], child.id(), "{state}");
+    assert_eq!(state["id"], "listed");
+    assert_eq!(state["bundle"].as_str().unwrap(), bundle.to_str().unwrap());
+    let out = runvm(&["list", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "listed\n");
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // runc run removes its container when the process ends: so does runvm.
+    let out = runvm(&["state", "listed"]);
+    assert_eq!(out.status.code(), Some(1));
+}
