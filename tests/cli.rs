@@ -186,3 +186,85 @@ fn state_and_list_read_the_state_root() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"));
 }
+
+/// Writes the state of a container `id` whose process is `pid`.
+fn fake_container(root: &Path, id: &str, pid: i32) {
+    use runvm::runtime::state::{ContainerState, OCI_VERSION, Status, Store, process_start};
+    std::fs::create_dir_all(root.join(id)).unwrap();
+    Store::new(root)
+        .save(&ContainerState {
+            oci_version: OCI_VERSION.into(),
+            id: id.into(),
+            pid,
+            status: Status::Running,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "2026-11-22T00:00:00.000000000Z".into(),
+            owner: String::new(),
+            annotations: Default::default(),
+            pid_start: process_start(pid).unwrap_or(0),
+        })
+        .unwrap();
+}
+
+#[test]
+fn kill_and_delete_follow_runc() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).trim().to_owned();
+
+    // A container whose process is gone: kill refuses, delete cleans up.
+    fake_container(root.path(), "gone", 1 << 30);
+    let out = runvm(&["--root", r, "kill", "gone", "KILL"], None);
+    assert_eq!(
+        (out.status.code(), stderr(&out).as_str()),
+        (Some(1), "runvm: container not running")
+    );
+    assert!(
+        runvm(&["--root", r, "delete", "gone"], None)
+            .status
+            .success()
+    );
+    assert!(!root.path().join("gone").exists());
+
+    // A live one (a sleep standing for its process).
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    fake_container(root.path(), "live", sleeper.id() as i32);
+    let out = runvm(&["--root", r, "delete", "live"], None);
+    assert_eq!(
+        stderr(&out),
+        "runvm: cannot delete container live that is not stopped: running"
+    );
+    let out = runvm(&["--root", r, "kill", "live", "NOPE"], None);
+    assert_eq!(stderr(&out), "runvm: unknown signal \"NOPE\"");
+    let out = runvm(&["--root", r, "kill", "live", "USR1"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = sleeper.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGUSR1)
+    );
+
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    fake_container(root.path(), "forced", sleeper.id() as i32);
+    // The zombie would keep the pid: reap it while delete waits for it to go.
+    let reaper = std::thread::spawn(move || sleeper.wait().unwrap());
+    let out = runvm(&["--root", r, "delete", "--force", "forced"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&reaper.join().unwrap()),
+        Some(libc::SIGKILL)
+    );
+    assert!(!root.path().join("forced").exists());
+
+    // Nothing to delete: an error, unless forced.
+    assert_eq!(
+        runvm(&["--root", r, "delete", "nope"], None).status.code(),
+        Some(1)
+    );
+    assert!(
+        runvm(&["--root", r, "delete", "-f", "nope"], None)
+            .status
+            .success()
+    );
+}

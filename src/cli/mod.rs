@@ -4,6 +4,7 @@
 
 mod check;
 mod debug;
+mod lifecycle;
 mod log;
 mod run;
 mod spec;
@@ -73,6 +74,10 @@ pub enum Command {
     State(state::StateArgs),
     /// List the containers.
     List(state::ListArgs),
+    /// Send a signal to a container's process.
+    Kill(lifecycle::KillArgs),
+    /// Delete a stopped container (`--force`: kill it first).
+    Delete(lifecycle::DeleteArgs),
     /// Write a default config.json.
     Spec(spec::SpecArgs),
     /// Print what runvm supports (OCI features JSON).
@@ -92,6 +97,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &cli.root, cli.debug),
         Command::State(args) => state::state(args, &cli.root),
         Command::List(args) => state::list(args, &cli.root),
+        Command::Kill(args) => lifecycle::kill(args, &cli.root),
+        Command::Delete(args) => lifecycle::delete(args, &cli.root),
         Command::Spec(args) => spec::spec(args),
         Command::Features => spec::features(),
     };

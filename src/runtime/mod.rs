@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod run;
 pub mod shared_dir;
+pub mod signals;
 pub mod sizing;
 pub mod spec;
 pub mod state;

@@ -31,8 +31,9 @@ use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
 const GUEST_SHARE: &str = "/run/share";
 /// Host vsock ports the process's stdin, stdout and stderr connect to.
 const STDIO_PORTS: [u32; 3] = [1025, 1026, 1027];
-/// Signals forwarded to the container's process.
-const FORWARDED: [libc::c_int; 7] = [
+/// Signals forwarded to the container's process (all but those the kernel or runvm itself
+/// must act on: KILL, STOP, CHLD, PIPE, SEGV and the other faults, URG).
+const FORWARDED: [libc::c_int; 17] = [
     libc::SIGHUP,
     libc::SIGINT,
     libc::SIGQUIT,
@@ -40,6 +41,16 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGUSR2,
     libc::SIGALRM,
     libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGWINCH,
+    libc::SIGPWR,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
 ];
 /// The longest runvm waits for guest-init to connect or answer one request (the exec request
 /// includes the whole container set-up). Milliseconds on hardware KVM; seconds inside the

@@ -257,13 +257,17 @@ fn the_process_is_pid_1_with_its_own_hostname_and_proc() {
 }
 
 #[test]
-fn state_and_list_show_a_running_container_with_runvms_pid() {
+fn state_list_kill_and_delete_act_through_runvms_pid() {
     require_real_kvm();
     guest_image();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let bundle = busybox_bundle(
         &dir.path().join("bundle"),
-        &["sh", "-c", "echo ready; read line; echo bye"],
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' USR1; echo ready; while true; do sleep 0.1; done",
+        ],
         &[PATH],
         "/",
     );
@@ -299,9 +303,50 @@ fn state_and_list_show_a_running_container_with_runvms_pid() {
     assert_eq!(state["bundle"].as_str().unwrap(), bundle.to_str().unwrap());
     let out = runvm(&["list", "-q"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listed\n");
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // `runvm kill` reaches the process through runvm's pid.
+    let out = runvm(&["kill", "listed", "USR1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(3));
     // runc run removes its container when the process ends: so does runvm.
     let out = runvm(&["state", "listed"]);
     assert_eq!(out.status.code(), Some(1));
+
+    // SIGKILL ends runvm and the VM with it; the state left says stopped and delete
+    // removes it, with no mount left anywhere.
+    let mut child = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(&state_root)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg("killed")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "ready\n");
+    assert!(runvm(&["kill", "killed", "KILL"]).status.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let out = runvm(&["state", "killed"]);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (state["status"].as_str(), state["pid"].as_i64()),
+        (Some("stopped"), Some(0))
+    );
+    assert!(runvm(&["delete", "killed"]).status.success());
+    assert!(!state_root.join("killed").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
 }
