@@ -3,6 +3,7 @@
 //! on stderr, and a JSON line in `--log` for containerd to show).
 
 mod check;
+mod create;
 mod debug;
 mod lifecycle;
 mod log;
@@ -74,6 +75,13 @@ pub enum Command {
     State(state::StateArgs),
     /// List the containers.
     List(state::ListArgs),
+    /// Create a container: boot its microVM; its host pid goes to --pid-file.
+    Create(create::CreateArgs),
+    /// Start a created container's process.
+    Start(create::StartArgs),
+    /// The container's host process (started by `create`).
+    #[command(hide = true)]
+    Sandbox(create::SandboxArgs),
     /// Send a signal to a container's process.
     Kill(lifecycle::KillArgs),
     /// Delete a stopped container (`--force`: kill it first).
@@ -97,6 +105,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, &cli.root, cli.debug),
         Command::State(args) => state::state(args, &cli.root),
         Command::List(args) => state::list(args, &cli.root),
+        Command::Create(args) => create::create(args, &cli),
+        Command::Start(args) => create::start(args, &cli.root),
+        Command::Sandbox(args) => create::sandbox(args, &cli.root, cli.debug),
         Command::Kill(args) => lifecycle::kill(args, &cli.root),
         Command::Delete(args) => lifecycle::delete(args, &cli.root),
         Command::Spec(args) => spec::spec(args),

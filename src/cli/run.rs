@@ -29,7 +29,8 @@ pub fn run(args: &RunArgs, root: &std::path::Path, debug: bool) -> anyhow::Resul
         pid_file: args.pid_file.clone(),
         root: root.to_owned(),
         debug,
+        ready: None,
     };
-    let status = run::run(&opts)?;
+    let status = run::run(opts)?.status();
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))
 }

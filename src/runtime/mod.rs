@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod run;
+pub mod sandbox;
 pub mod shared_dir;
 pub mod signals;
 pub mod sizing;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use guest_init::protocol::HostMessage;
 
 use super::bundle::{Bundle, BundleError};
+use super::sandbox::Tracker;
 use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
@@ -118,8 +119,8 @@ fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
     move |source| RunError::Io { what, source }
 }
 
-/// What `runvm run` was asked.
-#[derive(Debug, Clone)]
+/// What `runvm run` (or a sandbox) was asked.
+#[derive(Debug)]
 pub struct RunOptions {
     /// The container id.
     pub id: String,
@@ -131,6 +132,29 @@ pub struct RunOptions {
     pub root: PathBuf,
     /// Echo the guest console.
     pub debug: bool,
+    /// The pipe to `runvm create` when this process is a container's sandbox.
+    pub ready: Option<std::fs::File>,
+}
+
+/// How the container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Its exit code.
+    pub code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    /// runc's exit status for it: the code, or 128+N for signal N.
+    pub fn status(self) -> i32 {
+        match (self.code, self.signal) {
+            // Both numbers come from the guest: never overflow on a hostile one.
+            (_, Some(sig)) => 128i32.saturating_add(sig),
+            (Some(code), None) => code,
+            (None, None) => 255,
+        }
+    }
 }
 
 /// Checks a container id as runc does (letters, digits, `_ - + .`; not `.` or `..`).
@@ -149,13 +173,26 @@ pub fn validate_id(id: &str) -> Result<(), RunError> {
     }
 }
 
-/// Runs the container; returns the exit status `runvm run` exits with.
-pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
-    validate_id(&opts.id)?;
-    let bundle = Bundle::load(&opts.bundle)?;
-    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-    let size = sizing::vm_size(&bundle.spec, host_cpus)?;
-    let config = Config::load()?;
+/// Runs the container; returns how its process ended.
+pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
+    let ready = opts.ready.take();
+    let checked = validate_id(&opts.id).and_then(|()| {
+        let bundle = Bundle::load(&opts.bundle)?;
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let size = sizing::vm_size(&bundle.spec, host_cpus)?;
+        Ok((bundle, size, Config::load()?))
+    });
+    let (bundle, size, config) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            // A sandbox's `create` waits for the reason.
+            if let Some(mut r) = ready {
+                let _ = writeln!(r, "error: {e}");
+            }
+            return Err(e);
+        }
+    };
+    opts.ready = ready;
     std::fs::create_dir_all(&opts.root).map_err(io_err("cannot create the state root"))?;
     let dir = opts.root.join(&opts.id);
     match std::fs::create_dir(&dir) {
@@ -167,7 +204,7 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
     }
     let store = Store::new(&opts.root);
     let me = std::process::id() as i32;
-    let mut state = ContainerState {
+    let state = ContainerState {
         oci_version: OCI_VERSION.into(),
         id: opts.id.clone(),
         pid: me,
@@ -183,22 +220,30 @@ pub fn run(opts: &RunOptions) -> Result<i32, RunError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());
     }
+    let mut tracker = Tracker::new(store, state, opts.ready);
     let share = dir.join("share");
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.
     let signals = block_forwarded_signals();
+    let run = Run {
+        debug: opts.debug,
+        pid_file: opts.pid_file.as_deref(),
+        signals,
+    };
     let result = SharedDir::create(&share, &bundle.root, &spec::host_binds(&bundle))
         .map_err(RunError::from)
-        .and_then(|shared| {
-            in_vm(opts, &bundle, size, config, &shared, signals, || {
-                state.status = Status::Running;
-                store.save(&state)
-            })
-        });
-    // The mounts vanish with this process; the directories are ours to remove.
+        .and_then(|shared| in_vm(&run, &bundle, size, config, &shared, &mut tracker));
+    // The mounts vanish with this process; the share's mount point is ours to remove.
     let _ = SharedDir::remove(&share);
-    let _ = std::fs::remove_dir_all(&dir);
+    tracker.finish(&result.as_ref().map(|_| ()));
     result
+}
+
+/// What `in_vm` needs of the options.
+struct Run<'a> {
+    debug: bool,
+    pid_file: Option<&'a Path>,
+    signals: libc::sigset_t,
 }
 
 fn block_forwarded_signals() -> libc::sigset_t {
@@ -234,14 +279,13 @@ fn write_pid_file(path: &Path) -> Result<(), RunError> {
 }
 
 fn in_vm(
-    opts: &RunOptions,
+    opts: &Run<'_>,
     bundle: &Bundle,
     size: sizing::VmSize,
     config: Config,
     share: &SharedDir,
-    signals: libc::sigset_t,
-    started: impl FnOnce() -> Result<(), StateError>,
-) -> Result<i32, RunError> {
+    tracker: &mut Tracker,
+) -> Result<Exit, RunError> {
     let process = bundle
         .spec
         .process()
@@ -270,7 +314,7 @@ fn in_vm(
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
     })?;
-    if let Some(p) = &opts.pid_file {
+    if let Some(p) = opts.pid_file {
         write_pid_file(p)?;
     }
     let mut agent = Agent::accept(&vm, GUEST_PATIENCE)?;
@@ -281,8 +325,9 @@ fn in_vm(
         .map(|p| vm.vsock().listen(*p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err("cannot listen for the process's stdio"))?;
+    tracker.before_exec()?;
     agent.exec(&HostMessage::Exec(Box::new(exec)), t)?;
-    started()?;
+    tracker.started()?;
     let mut streams = Vec::with_capacity(3);
     for l in &listeners {
         let s = l
@@ -305,7 +350,7 @@ fn in_vm(
     spawn_stdin_relay(stdin);
     let out = spawn_output_relay(stdout, io::stdout);
     let err = spawn_output_relay(stderr, io::stderr);
-    spawn_signal_forwarder(signals, agent.signaller());
+    spawn_signal_forwarder(opts.signals, agent.signaller());
 
     let (code, signal) = agent.wait_exit(|| match vm.wait_stop(Duration::ZERO) {
         Some(reason) => Err(AgentError::vm_stopped(&vm, &reason, "process exited")),
@@ -320,12 +365,7 @@ fn in_vm(
     agent.power_off(t)?;
     let _ = vm.wait_stop(t);
     vm.shutdown();
-    Ok(match (code, signal) {
-        // Both numbers come from the guest: never overflow on a hostile one.
-        (_, Some(sig)) => 128i32.saturating_add(sig),
-        (Some(code), None) => code,
-        (None, None) => 255,
-    })
+    Ok(Exit { code, signal })
 }
 
 /// Copies our stdin to the process; at end of file, shuts the stream's write side so the
