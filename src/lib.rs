@@ -12,6 +12,7 @@ pub mod devices;
 pub mod host;
 pub mod image;
 pub mod runtime;
+pub mod time;
 pub mod vmm;
 
 /// The version of the OCI runtime specification runvm implements.

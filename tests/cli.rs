@@ -189,22 +189,11 @@ fn state_and_list_read_the_state_root() {
 
 /// Writes the state of a container `id` whose process is `pid`.
 fn fake_container(root: &Path, id: &str, pid: i32) {
-    use runvm::runtime::state::{ContainerState, OCI_VERSION, Status, Store, process_start};
+    use runvm::runtime::state::{ContainerState, Status, Store};
     std::fs::create_dir_all(root.join(id)).unwrap();
-    Store::new(root)
-        .save(&ContainerState {
-            oci_version: OCI_VERSION.into(),
-            id: id.into(),
-            pid,
-            status: Status::Running,
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
-            created: "2026-11-22T00:00:00.000000000Z".into(),
-            owner: String::new(),
-            annotations: Default::default(),
-            pid_start: process_start(pid).unwrap_or(0),
-        })
-        .unwrap();
+    let mut state = ContainerState::creating(id, pid, Path::new("/b"), Path::new("/b/rootfs"));
+    state.status = Status::Running;
+    Store::new(root).save(&state).unwrap();
 }
 
 #[test]

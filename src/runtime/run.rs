@@ -21,9 +21,7 @@ use super::sandbox::Tracker;
 use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
-use super::state::{
-    ContainerState, OCI_VERSION, StateError, Status, Store, now_rfc3339, process_start,
-};
+use super::state::{ContainerState, StateError, Store};
 use crate::agent::{Agent, AgentError};
 use crate::config::{Config, ConfigError};
 use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
@@ -203,19 +201,13 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         Err(e) => return Err(io_err("cannot create the container's directory")(e)),
     }
     let store = Store::new(&opts.root);
-    let me = std::process::id() as i32;
-    let state = ContainerState {
-        oci_version: OCI_VERSION.into(),
-        id: opts.id.clone(),
-        pid: me,
-        status: Status::Creating,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.root.clone(),
-        created: now_rfc3339(),
-        owner: String::new(),
-        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
-        pid_start: process_start(me).unwrap_or(0),
-    };
+    let mut state = ContainerState::creating(
+        &opts.id,
+        std::process::id() as i32,
+        &bundle.dir,
+        &bundle.root,
+    );
+    state.annotations = bundle.spec.annotations().clone().unwrap_or_default();
     if let Err(e) = store.save(&state) {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());

@@ -106,6 +106,24 @@ pub struct ContainerState {
     pub pid_start: u64,
 }
 
+impl ContainerState {
+    /// A container being created now, standing for host process `pid`.
+    pub fn creating(id: &str, pid: i32, bundle: &Path, rootfs: &Path) -> ContainerState {
+        ContainerState {
+            oci_version: OCI_VERSION.into(),
+            id: id.into(),
+            pid,
+            status: Status::Creating,
+            bundle: bundle.to_owned(),
+            rootfs: rootfs.to_owned(),
+            created: now_rfc3339(),
+            owner: String::new(),
+            annotations: HashMap::new(),
+            pid_start: process_start(pid).unwrap_or(0),
+        }
+    }
+}
+
 /// The start time of `pid` in clock ticks since boot, if it exists.
 pub fn process_start(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -116,31 +134,7 @@ pub fn process_start(pid: i32) -> Option<u64> {
 
 /// The current UTC time in RFC 3339 with nanoseconds, as runc writes `created`.
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    crate::time::rfc3339(std::time::SystemTime::now())
 }
 
 /// The state root (`--root`).

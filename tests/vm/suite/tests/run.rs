@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use runvm_vm_tests::{busybox_bundle, guest_image, require_real_kvm, runvm_bin};
@@ -17,6 +19,23 @@ struct Run {
     stderr: String,
 }
 
+/// Starts `runvm --root STATE run --bundle BUNDLE [EXTRA...] ID` with `stdin`, stdout and
+/// stderr piped.
+fn spawn_run(state: &Path, bundle: &Path, id: &str, extra: &[&OsStr], stdin: Stdio) -> Child {
+    Command::new(runvm_bin())
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .args(extra)
+        .arg(id)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs a bundle with `args`, feeding `stdin`; checks the state root is empty afterwards.
 fn run(args: &[&str], env: &[&str], cwd: &str, stdin: &[u8]) -> Run {
     require_real_kvm();
@@ -24,17 +43,7 @@ fn run(args: &[&str], env: &[&str], cwd: &str, stdin: &[u8]) -> Run {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let bundle = busybox_bundle(&dir.path().join("bundle"), args, env, cwd);
     let state = dir.path().join("state");
-    let mut child = Command::new(runvm_bin())
-        .arg("--root")
-        .arg(&state)
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg("test-container")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&state, &bundle, "test-container", &[], Stdio::piped());
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     let feeder = std::thread::spawn(move || {
@@ -167,17 +176,8 @@ fn signals_reach_the_process_and_pid_1_ignores_unhandled_ones() {
             &[PATH],
             "/",
         );
-        let mut child = Command::new(runvm_bin())
-            .arg("--root")
-            .arg(dir.path().join("state"))
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg("sig")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let state = dir.path().join("state");
+        let mut child = spawn_run(&state, &bundle, "sig", &[], Stdio::null());
         let mut lines = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         lines.read_line(&mut first).unwrap();
@@ -212,19 +212,9 @@ fn the_pid_file_names_runvm_and_is_not_world_writable() {
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"], &[PATH], "/");
     let pid_file = dir.path().join("init.pid");
-    let child = Command::new(runvm_bin())
-        .arg("--root")
-        .arg(dir.path().join("state"))
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("pid")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let state = dir.path().join("state");
+    let extra = [OsStr::new("--pid-file"), pid_file.as_os_str()];
+    let child = spawn_run(&state, &bundle, "pid", &extra, Stdio::null());
     let runvm_pid = child.id();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -280,17 +270,7 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
             .output()
             .unwrap()
     };
-    let mut child = Command::new(runvm_bin())
-        .arg("--root")
-        .arg(&state_root)
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg("listed")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&state_root, &bundle, "listed", &[], Stdio::piped());
     let mut lines = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
     lines.read_line(&mut first).unwrap();
@@ -317,17 +297,7 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
 
     // SIGKILL ends runvm and the VM with it; the state left says stopped and delete
     // removes it, with no mount left anywhere.
-    let mut child = Command::new(runvm_bin())
-        .arg("--root")
-        .arg(&state_root)
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg("killed")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&state_root, &bundle, "killed", &[], Stdio::null());
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
