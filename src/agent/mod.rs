@@ -98,6 +98,12 @@ fn guest_text(text: &str) -> String {
     out
 }
 
+/// A protocol error for an answer that is not the one expected; the guest's message is
+/// shown bounded.
+fn unexpected(expected: &str, got: &GuestMessage) -> AgentError {
+    AgentError::Protocol(guest_text(&format!("expected {expected}, got {got:?}")))
+}
+
 /// What the console says about the guest's end, as a message suffix: the kernel's panic line
 /// if there is one, else the last lines.
 fn console_suffix(vm: &MicroVm) -> String {
@@ -178,9 +184,7 @@ impl Agent {
                 online_cpus,
             },
             Some(other) => {
-                return Err(AgentError::Protocol(guest_text(&format!(
-                    "expected hello, got {other:?}"
-                ))));
+                return Err(unexpected("hello", &other));
             }
             None => {
                 return Err(AgentError::Protocol(
@@ -216,6 +220,9 @@ impl Agent {
         self.send(msg)?;
         self.stream.set_read_timeout(Some(timeout))?;
         match read_frame(&mut &self.stream) {
+            Ok(Some(GuestMessage::Error { message })) => {
+                Err(AgentError::Guest(guest_text(&message)))
+            }
             Ok(Some(answer)) => Ok(answer),
             Ok(None) => Err(AgentError::Protocol("connection closed".into())),
             Err(e)
@@ -238,9 +245,7 @@ impl Agent {
     pub fn ping(&mut self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::Ping, timeout)? {
             GuestMessage::Pong => Ok(()),
-            other => Err(AgentError::Protocol(guest_text(&format!(
-                "expected pong, got {other:?}"
-            )))),
+            other => Err(unexpected("pong", &other)),
         }
     }
 
@@ -255,12 +260,8 @@ impl Agent {
     pub fn exec(&mut self, msg: &HostMessage, timeout: Duration) -> Result<i32, AgentError> {
         match self.request(msg, timeout)? {
             GuestMessage::Started { pid } => Ok(pid),
-            GuestMessage::ExecFailed { message } | GuestMessage::Error { message } => {
-                Err(AgentError::Guest(guest_text(&message)))
-            }
-            other => Err(AgentError::Protocol(guest_text(&format!(
-                "expected started, got {other:?}"
-            )))),
+            GuestMessage::ExecFailed { message } => Err(AgentError::Guest(guest_text(&message))),
+            other => Err(unexpected("started", &other)),
         }
     }
 
@@ -276,9 +277,7 @@ impl Agent {
                 Ok(Some(GuestMessage::Exited { code, signal })) => return Ok((code, signal)),
                 Ok(Some(GuestMessage::Done | GuestMessage::Error { .. })) => {}
                 Ok(Some(other)) => {
-                    return Err(AgentError::Protocol(guest_text(&format!(
-                        "expected exited, got {other:?}"
-                    ))));
+                    return Err(unexpected("exited", &other));
                 }
                 Ok(None) => return Err(AgentError::Protocol("connection closed".into())),
                 Err(e)
@@ -303,10 +302,7 @@ impl Agent {
     fn request_done(&mut self, msg: &HostMessage, timeout: Duration) -> Result<(), AgentError> {
         match self.request(msg, timeout)? {
             GuestMessage::Done => Ok(()),
-            GuestMessage::Error { message } => Err(AgentError::Guest(guest_text(&message))),
-            other => Err(AgentError::Protocol(guest_text(&format!(
-                "expected done, got {other:?}"
-            )))),
+            other => Err(unexpected("done", &other)),
         }
     }
 
@@ -331,10 +327,7 @@ impl Agent {
         };
         match self.request(&msg, timeout)? {
             GuestMessage::File { text } => Ok(text),
-            GuestMessage::Error { message } => Err(AgentError::Guest(guest_text(&message))),
-            other => Err(AgentError::Protocol(guest_text(&format!(
-                "expected file, got {other:?}"
-            )))),
+            other => Err(unexpected("file", &other)),
         }
     }
 
@@ -358,9 +351,7 @@ impl Agent {
     pub fn power_off(mut self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::PowerOff, timeout)? {
             GuestMessage::PoweringOff => Ok(()),
-            other => Err(AgentError::Protocol(guest_text(&format!(
-                "expected powering_off, got {other:?}"
-            )))),
+            other => Err(unexpected("powering_off", &other)),
         }
     }
 }

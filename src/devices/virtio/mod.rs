@@ -15,7 +15,7 @@ pub mod vsock;
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::vmm::GuestMemory;
@@ -67,6 +67,19 @@ pub fn log_guest_error(device: &str, errors_seen: &mut u32, err: &dyn std::fmt::
 pub trait Interrupt: Send + Sync {
     /// Sets the `status` bits ([`INT_VRING`], [`INT_CONFIG`]) and signals the guest.
     fn trigger(&self, status: u32) -> std::io::Result<()>;
+}
+
+/// Interrupts the guest for `queue`'s used ring unless the driver asked not to be told (an
+/// unreadable used-event index errs on the side of an interrupt).
+pub fn notify_used(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    interrupt: &dyn Interrupt,
+) -> std::io::Result<()> {
+    if queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.trigger(INT_VRING)?;
+    }
+    Ok(())
 }
 
 /// Why a device could not be activated.

@@ -11,9 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{FsServer, handle_chain};
 use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN, passthrough_config};
-use crate::devices::virtio::{
-    ActivateError, INT_VRING, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice,
-};
+use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
 use crate::vmm::GuestMemory;
 
 /// Maximum size of each queue (hiprio, request).
@@ -153,13 +151,10 @@ impl VirtioFs {
                 break;
             }
         }
-        if used > 0 {
-            // If the used-event index cannot be read, err on the side of an interrupt.
-            if queue.needs_notification(mem).unwrap_or(true)
-                && let Err(err) = active.interrupt.trigger(INT_VRING)
-            {
-                log_error(errors_seen, &err);
-            }
+        if used > 0
+            && let Err(err) = super::super::notify_used(queue, mem, &*active.interrupt)
+        {
+            log_error(errors_seen, &err);
         }
     }
 }

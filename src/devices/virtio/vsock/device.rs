@@ -17,7 +17,7 @@ use super::{
     VsockHeader, handle_pair,
 };
 use crate::devices::virtio::{
-    ActivateError, INT_VRING, Interrupt, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice,
+    ActivateError, Interrupt, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice,
 };
 use crate::vmm::GuestMemory;
 
@@ -259,10 +259,7 @@ fn notify_guest(
     interrupt: &dyn Interrupt,
     errors_seen: &mut u32,
 ) {
-    // If the used-event index cannot be read, err on the side of an interrupt.
-    if queue.needs_notification(mem).unwrap_or(true)
-        && let Err(err) = interrupt.trigger(INT_VRING)
-    {
+    if let Err(err) = super::super::notify_used(queue, mem, interrupt) {
         log_error(errors_seen, &VsockError::Interrupt(err));
     }
 }
