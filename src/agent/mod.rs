@@ -122,6 +122,7 @@ fn console_suffix(vm: &MicroVm) -> String {
 fn stop_reason_text(reason: &StopReason) -> String {
     match reason {
         StopReason::Error(e) => e.clone(),
+        StopReason::TripleFault(regs) if !regs.is_empty() => format!("triple fault, {regs}"),
         r => r.name().replace('_', " "),
     }
 }

@@ -27,8 +27,8 @@ pub enum StopReason {
     Reset,
     /// KVM reported a shutdown system event.
     PowerOff,
-    /// A triple fault (KVM_EXIT_SHUTDOWN).
-    TripleFault,
+    /// A triple fault (KVM_EXIT_SHUTDOWN), with the vCPU's registers at that moment.
+    TripleFault(String),
     /// The VMM asked the vCPU to stop.
     Stopped,
     /// KVM failed, or the guest did something KVM could not run.
@@ -41,7 +41,7 @@ impl StopReason {
         match self {
             StopReason::Reset => "reset",
             StopReason::PowerOff => "power_off",
-            StopReason::TripleFault => "triple_fault",
+            StopReason::TripleFault(_) => "triple_fault",
             StopReason::Stopped => "stopped",
             StopReason::Error(_) => "error",
         }
@@ -147,8 +147,34 @@ fn run(
         };
     }
     match state {
+        State::Exited(StopReason::TripleFault(_)) => StopReason::TripleFault(registers(&fd)),
         State::Exited(reason) => reason,
         State::Running => StopReason::Stopped,
+    }
+}
+
+/// The registers that tell where and in what mode a vCPU was, as one line for reports; empty
+/// when KVM already reset the vCPU (AMD SVM clears its state on a shutdown exit).
+fn registers(fd: &VcpuFd) -> String {
+    match (fd.get_regs(), fd.get_sregs()) {
+        (Ok(r), Ok(s)) if r.rip == 0xfff0 && s.cs.base == 0xffff_0000 => String::new(),
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
+             idt={:#x}/{:#x} gdt={:#x}/{:#x} cs={:#x}",
+            r.rip,
+            r.rsp,
+            s.cr0,
+            s.cr2,
+            s.cr3,
+            s.cr4,
+            s.efer,
+            s.idt.base,
+            s.idt.limit,
+            s.gdt.base,
+            s.gdt.limit,
+            s.cs.selector
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
     }
 }
 
@@ -164,7 +190,7 @@ fn handle_exit(exit: VcpuExit<'_>, bus: &Bus) -> State {
         VcpuExit::MmioWrite(addr, data) => bus.mmio_write(addr, data),
         VcpuExit::Shutdown => {
             bus.stats.count_other();
-            return State::Exited(StopReason::TripleFault);
+            return State::Exited(StopReason::TripleFault(String::new()));
         }
         VcpuExit::SystemEvent(kind, _) => {
             bus.stats.count_other();
