@@ -77,7 +77,7 @@ fn serve(boottime: u64) -> Result<(), String> {
         let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
         write_frame(&mut *w, msg)
     };
-    let mut running: Option<i32> = None;
+    let processes = process::Processes::default();
     let hello = GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         kernel_release: power::kernel_release(),
@@ -98,26 +98,20 @@ fn serve(boottime: u64) -> Result<(), String> {
             Some(HostMessage::WriteFile { path, text }) => {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }
-            Some(HostMessage::Exec(spec)) if running.is_none() => {
-                match process::start(*spec, writer.clone()) {
-                    Ok(pid) => {
-                        running = Some(pid);
-                        GuestMessage::Started { pid }
-                    }
+            Some(HostMessage::Exec(spec)) => {
+                match process::start(*spec, &processes, writer.clone()) {
+                    Ok(pid) => GuestMessage::Started { pid },
                     Err(message) => GuestMessage::ExecFailed { message },
                 }
             }
-            Some(HostMessage::Exec(_)) => GuestMessage::Error {
-                message: "a process is already running".into(),
-            },
-            Some(HostMessage::Signal { signal }) => match running {
-                // SAFETY: kill takes no pointers.
-                Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => GuestMessage::Done,
-                Some(_) => reply(Err(std::io::Error::last_os_error())),
-                None => GuestMessage::Error {
-                    message: "no process is running".into(),
-                },
-            },
+            Some(HostMessage::Signal { process, signal }) => {
+                // Not answered: the process may have just ended, which is no error.
+                if let Some(pid) = processes.pid(process) {
+                    // SAFETY: kill takes no pointers.
+                    unsafe { libc::kill(pid, signal) };
+                }
+                continue;
+            }
             Some(HostMessage::PowerOff) => {
                 let _ = send(&GuestMessage::PoweringOff);
                 // Our send is still in the kernel's vsock queue; restarting now could reset

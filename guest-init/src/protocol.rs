@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::spec::ExecSpec;
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
@@ -52,8 +52,12 @@ pub enum GuestMessage {
         /// Why, in runc's words (`exec: "x": executable file not found in $PATH`).
         message: String,
     },
-    /// The process ended: `code` when it exited, `signal` when a signal killed it.
+    /// A process ended: `code` when it exited, `signal` when a signal killed it. Sent
+    /// whenever it happens, between answers.
     Exited {
+        /// The host's number for the process ([`ExecSpec::process`]).
+        #[serde(default)]
+        process: u32,
         /// Its exit code.
         code: Option<i32>,
         /// The signal that killed it.
@@ -94,10 +98,15 @@ pub enum HostMessage {
         /// The guest path.
         path: String,
     },
-    /// Run a process.
+    /// Run a process: the container's first (which creates its namespaces) or, with
+    /// [`ExecSpec::join`], one more in them.
     Exec(Box<ExecSpec>),
-    /// Send `signal` to the process of [`HostMessage::Exec`].
+    /// Send `signal` to a process started by [`HostMessage::Exec`]. Not answered: a signal
+    /// to a process that is gone is not an error.
     Signal {
+        /// The host's number for the process ([`ExecSpec::process`]).
+        #[serde(default)]
+        process: u32,
         /// The signal number.
         signal: i32,
     },

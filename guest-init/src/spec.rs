@@ -9,6 +9,15 @@ use serde::{Deserialize, Serialize};
 /// `stdio_ports`, its root becomes `root`, it starts in `cwd` (created if missing).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSpec {
+    /// The host's number for this process, echoed in [`crate::protocol::GuestMessage::Exited`]:
+    /// 0 for the container's first process.
+    #[serde(default)]
+    pub process: u32,
+    /// Join the namespaces of the running container's first process instead of creating
+    /// new ones (`runvm exec`): the root, mounts, devices, hostname and sysctls are theirs,
+    /// and only the process's own settings (cwd, user, capabilities, rlimits, seccomp) apply.
+    #[serde(default)]
+    pub join: bool,
     /// argv; `args[0]` is looked up in the PATH of `env` when it has no `/`.
     pub args: Vec<String>,
     /// `NAME=value` strings.

@@ -1,13 +1,23 @@
 //! The host side of the control protocol with guest-init: wait for the guest to connect and
 //! say hello, then send requests and read answers, each bounded in time. A VM that stops
 //! while we wait is reported with the last lines its console printed.
+//!
+//! One reader thread takes every frame the guest sends: a process's end goes to whoever
+//! waits for that process ([`Agent::wait_exit`]), anything else is the answer to the one
+//! request in flight (requests are serialised). Only ends of processes the host started are
+//! kept, so a hostile guest cannot grow the host's memory.
+
+mod reader;
 
 use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use reader::Exits;
+
 use guest_init::protocol::{
-    CONTROL_PORT, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
+    CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
 };
 
 use crate::vmm::vcpu::StopReason;
@@ -60,24 +70,34 @@ pub struct Hello {
     pub online_cpus: u32,
 }
 
-/// Sends signals to the guest's process (answers are read, and passed over, by
-/// [`Agent::wait_exit`]).
+/// Sends signals to one of the guest's processes (the guest does not answer them).
 #[derive(Clone)]
-pub struct Signaller(Arc<Mutex<UnixStream>>);
+pub struct Signaller {
+    writer: Arc<Mutex<UnixStream>>,
+    process: u32,
+}
 
 impl Signaller {
     /// Forwards `signal`; fails only if the connection is gone.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
-        let w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        write_frame(&mut &*w, &HostMessage::Signal { signal })
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(
+            &mut &*w,
+            &HostMessage::Signal {
+                process: self.process,
+                signal,
+            },
+        )
     }
 }
 
 /// A connected guest-init.
 pub struct Agent {
-    stream: UnixStream,
     /// The write half, shared with [`Signaller`]s so frames never interleave.
     writer: Arc<Mutex<UnixStream>>,
+    /// Answers, in order; holding the lock is having the one request in flight.
+    answers: Mutex<Receiver<GuestMessage>>,
+    exits: Arc<Exits>,
     hello: Hello,
 }
 
@@ -199,10 +219,14 @@ impl Agent {
                 hello.protocol
             )));
         }
+        stream.set_read_timeout(None)?;
         let writer = Arc::new(Mutex::new(stream.try_clone()?));
+        let exits = Arc::new(Exits::default());
+        let answers = reader::spawn(stream, exits.clone())?;
         Ok(Agent {
-            stream,
             writer,
+            answers: Mutex::new(answers),
+            exits,
             hello,
         })
     }
@@ -213,37 +237,25 @@ impl Agent {
     }
 
     /// Sends `msg` and reads the answer within `timeout`.
-    fn request(
-        &mut self,
-        msg: &HostMessage,
-        timeout: Duration,
-    ) -> Result<GuestMessage, AgentError> {
+    fn request(&self, msg: &HostMessage, timeout: Duration) -> Result<GuestMessage, AgentError> {
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        // An answer that came after its request timed out must not answer this one.
+        while answers.try_recv().is_ok() {}
         self.send(msg)?;
-        self.stream.set_read_timeout(Some(timeout))?;
-        match read_frame(&mut &self.stream) {
-            Ok(Some(GuestMessage::Error { message })) => {
-                Err(AgentError::Guest(guest_text(&message)))
-            }
-            Ok(Some(answer)) => Ok(answer),
-            Ok(None) => Err(AgentError::Protocol("connection closed".into())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Err(AgentError::Timeout {
-                    what: "answer",
-                    secs: timeout.as_secs(),
-                    console: String::new(),
-                })
-            }
-            Err(e) => Err(AgentError::Protocol(e.to_string())),
+        match answers.recv_timeout(timeout) {
+            Ok(GuestMessage::Error { message }) => Err(AgentError::Guest(guest_text(&message))),
+            Ok(answer) => Ok(answer),
+            Err(RecvTimeoutError::Timeout) => Err(AgentError::Timeout {
+                what: "answer",
+                secs: timeout.as_secs(),
+                console: String::new(),
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(AgentError::Protocol(self.exits.closed())),
         }
     }
 
     /// Round trip: ping, expect pong.
-    pub fn ping(&mut self, timeout: Duration) -> Result<(), AgentError> {
+    pub fn ping(&self, timeout: Duration) -> Result<(), AgentError> {
         match self.request(&HostMessage::Ping, timeout)? {
             GuestMessage::Pong => Ok(()),
             other => Err(unexpected("pong", &other)),
@@ -256,51 +268,51 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts a process in the guest; `Ok(pid)`, or the guest's reason (runc's words) in
-    /// [`AgentError::Guest`].
-    pub fn exec(&mut self, msg: &HostMessage, timeout: Duration) -> Result<i32, AgentError> {
-        match self.request(msg, timeout)? {
-            GuestMessage::Started { pid } => Ok(pid),
-            GuestMessage::ExecFailed { message } => Err(AgentError::Guest(guest_text(&message))),
-            other => Err(unexpected("started", &other)),
+    /// Starts the process of `spec` in the guest; `Ok(pid)`, or the guest's reason (runc's
+    /// words) in [`AgentError::Guest`]. Its end is kept for [`Agent::wait_exit`].
+    pub fn exec(&self, spec: ExecSpec, timeout: Duration) -> Result<i32, AgentError> {
+        let process = spec.process;
+        self.exits.expect(process)?;
+        let answer = self.request(&HostMessage::Exec(Box::new(spec)), timeout);
+        let result = match answer {
+            Ok(GuestMessage::Started { pid }) => Ok(pid),
+            Ok(GuestMessage::ExecFailed { message }) => {
+                Err(AgentError::Guest(guest_text(&message)))
+            }
+            Ok(other) => Err(unexpected("started", &other)),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.exits.forget(process);
         }
+        result
     }
 
-    /// Waits for the process to end: `(code, signal)`. Answers to signals sent meanwhile are
-    /// passed over; every second `vm_alive` is asked whether to keep waiting.
+    /// Waits for process `process` to end: `(code, signal)`; every second `vm_alive` is
+    /// asked whether to keep waiting.
     pub fn wait_exit(
-        &mut self,
+        &self,
+        process: u32,
         mut vm_alive: impl FnMut() -> Result<(), AgentError>,
     ) -> Result<(Option<i32>, Option<i32>), AgentError> {
-        self.stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         loop {
-            match read_frame::<_, GuestMessage>(&mut &self.stream) {
-                Ok(Some(GuestMessage::Exited { code, signal })) => return Ok((code, signal)),
-                Ok(Some(GuestMessage::Done | GuestMessage::Error { .. })) => {}
-                Ok(Some(other)) => {
-                    return Err(unexpected("exited", &other));
-                }
-                Ok(None) => return Err(AgentError::Protocol("connection closed".into())),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    vm_alive()?;
-                }
-                Err(e) => return Err(AgentError::Protocol(e.to_string())),
+            if let Some(end) = self.exits.wait(process, Duration::from_secs(1))? {
+                return Ok(end);
             }
+            vm_alive()?;
         }
     }
 
-    /// A handle that sends signals to the guest's process from another thread.
-    pub fn signaller(&self) -> Signaller {
-        Signaller(self.writer.clone())
+    /// A handle that sends signals to process `process` from another thread.
+    pub fn signaller(&self, process: u32) -> Signaller {
+        Signaller {
+            writer: self.writer.clone(),
+            process,
+        }
     }
 
     /// Sends a request whose success is [`GuestMessage::Done`].
-    fn request_done(&mut self, msg: &HostMessage, timeout: Duration) -> Result<(), AgentError> {
+    fn request_done(&self, msg: &HostMessage, timeout: Duration) -> Result<(), AgentError> {
         match self.request(msg, timeout)? {
             GuestMessage::Done => Ok(()),
             other => Err(unexpected("done", &other)),
@@ -309,7 +321,7 @@ impl Agent {
 
     /// Mounts the VM's virtio-fs share `tag` at `target` in the guest.
     pub fn mount_share(
-        &mut self,
+        &self,
         tag: &str,
         target: &str,
         timeout: Duration,
@@ -322,7 +334,7 @@ impl Agent {
     }
 
     /// Reads a guest file's text (at most 64 KiB).
-    pub fn read_file(&mut self, path: &str, timeout: Duration) -> Result<String, AgentError> {
+    pub fn read_file(&self, path: &str, timeout: Duration) -> Result<String, AgentError> {
         let msg = HostMessage::ReadFile {
             path: path.to_owned(),
         };
@@ -333,12 +345,7 @@ impl Agent {
     }
 
     /// Writes a guest file.
-    pub fn write_file(
-        &mut self,
-        path: &str,
-        text: &str,
-        timeout: Duration,
-    ) -> Result<(), AgentError> {
+    pub fn write_file(&self, path: &str, text: &str, timeout: Duration) -> Result<(), AgentError> {
         let msg = HostMessage::WriteFile {
             path: path.to_owned(),
             text: text.to_owned(),
@@ -347,13 +354,27 @@ impl Agent {
     }
 
     /// Tells the guest to power off and waits for its acknowledgement, then closes the
-    /// connection (the agent is consumed): guest-init waits for that close before it
+    /// connection: guest-init waits for that close before it
     /// restarts the VM, so its acknowledgement cannot be lost in the restart.
-    pub fn power_off(mut self, timeout: Duration) -> Result<(), AgentError> {
-        match self.request(&HostMessage::PowerOff, timeout)? {
+    pub fn power_off(&self, timeout: Duration) -> Result<(), AgentError> {
+        let answer = self.request(&HostMessage::PowerOff, timeout);
+        self.close();
+        match answer? {
             GuestMessage::PoweringOff => Ok(()),
             other => Err(unexpected("powering_off", &other)),
         }
+    }
+
+    /// Closes the connection both ways: the guest sees the close, the reader thread ends.
+    fn close(&self) {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

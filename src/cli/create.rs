@@ -15,7 +15,7 @@ use clap::Args;
 use super::Cli;
 use crate::runtime::bundle::Bundle;
 use crate::runtime::run::{self, RunOptions, validate_id};
-use crate::runtime::sandbox;
+use crate::runtime::{sandbox, signals};
 
 /// Flags of `runvm create`.
 #[derive(Debug, Args)]
@@ -125,19 +125,10 @@ pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
         return Err(anyhow!("{message}"));
     }
     if let Some(p) = &args.pid_file {
-        write_pid_file(p, child.id())?;
+        run::write_pid_file_for(p, child.id())
+            .with_context(|| format!("cannot write the pid file {}", p.display()))?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes `pid` atomically, mode 0644.
-fn write_pid_file(path: &Path, pid: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, pid.to_string())
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write the pid file {}", path.display()))
 }
 
 /// Releases the created container's process.
@@ -172,22 +163,7 @@ pub fn sandbox(args: &SandboxArgs, root: &Path, debug: bool) -> anyhow::Result<E
         Err(e) => return Err(e.into()),
     };
     if let Some(sig) = exit.signal {
-        die_by(sig);
+        signals::die_by(sig);
     }
     Ok(ExitCode::from(u8::try_from(exit.status()).unwrap_or(255)))
-}
-
-/// Ends this process by signal `sig` (default disposition, unblocked), as the container's
-/// process ended; exits 128+sig if the signal does not end a process.
-fn die_by(sig: i32) {
-    // SAFETY: resetting a disposition, unblocking and raising take no pointers but the
-    // initialised signal set.
-    unsafe {
-        libc::signal(sig, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, sig);
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(sig);
-    }
 }

@@ -199,7 +199,7 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
     if args.setup_only {
         return setup_only(vm);
     }
-    let mut agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
+    let agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
     let hello_at = Instant::now();
     let hello = agent.hello().clone();
     agent.ping(Duration::from_secs(10))?;
@@ -287,7 +287,7 @@ fn share_in_vm(
         shared_dir: Some(at.to_owned()),
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
-    let mut agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
+    let agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;
     let t = Duration::from_secs(10);
     agent.mount_share(crate::vmm::vm::SHARE_TAG, GUEST_SHARE, t)?;
     let mut reads = std::collections::BTreeMap::new();

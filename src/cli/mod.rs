@@ -5,6 +5,7 @@
 mod check;
 mod create;
 mod debug;
+mod exec;
 mod lifecycle;
 mod log;
 mod run;
@@ -82,6 +83,8 @@ pub enum Command {
     /// The container's host process (started by `create`).
     #[command(hide = true)]
     Sandbox(create::SandboxArgs),
+    /// Run one more process in a running container.
+    Exec(exec::ExecArgs),
     /// Send a signal to a container's process.
     Kill(lifecycle::KillArgs),
     /// Delete a stopped container (`--force`: kill it first).
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         Command::Create(args) => create::create(args, &cli),
         Command::Start(args) => create::start(args, &cli.root),
         Command::Sandbox(args) => create::sandbox(args, &cli.root, cli.debug),
+        Command::Exec(args) => exec::exec(args, &cli),
         Command::Kill(args) => lifecycle::kill(args, &cli.root),
         Command::Delete(args) => lifecycle::delete(args, &cli.root),
         Command::Spec(args) => spec::spec(args),

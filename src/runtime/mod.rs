@@ -2,8 +2,12 @@
 //! sandbox process.
 
 pub mod bundle;
+pub mod control;
+pub mod exec;
+pub mod relay;
 pub mod run;
 pub mod sandbox;
+pub mod serve;
 pub mod shared_dir;
 pub mod signals;
 pub mod sizing;

@@ -8,16 +8,15 @@
 //! The spec is translated on the host (`spec`); guest-init applies it (namespaces, mounts,
 //! devices, users, capabilities, seccomp) and execs the process.
 
-use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-
-use guest_init::protocol::HostMessage;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::bundle::{Bundle, BundleError};
+use super::relay;
 use super::sandbox::Tracker;
+use super::serve;
 use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
@@ -30,27 +29,6 @@ use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
 const GUEST_SHARE: &str = "/run/share";
 /// Host vsock ports the process's stdin, stdout and stderr connect to.
 const STDIO_PORTS: [u32; 3] = [1025, 1026, 1027];
-/// Signals forwarded to the container's process (all but those the kernel or runvm itself
-/// must act on: KILL, STOP, CHLD, PIPE, SEGV and the other faults, URG).
-const FORWARDED: [libc::c_int; 17] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-    libc::SIGTERM,
-    libc::SIGCONT,
-    libc::SIGTSTP,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-    libc::SIGWINCH,
-    libc::SIGPWR,
-    libc::SIGVTALRM,
-    libc::SIGPROF,
-    libc::SIGXCPU,
-    libc::SIGXFSZ,
-];
 /// The longest runvm waits for guest-init to connect or answer one request (the exec request
 /// includes the whole container set-up). Milliseconds on hardware KVM; seconds inside the
 /// nested L1 test VM under load, where 10 s proved too short.
@@ -216,7 +194,7 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
     let share = dir.join("share");
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.
-    let signals = block_forwarded_signals();
+    let signals = relay::block_forwarded_signals();
     let run = Run {
         debug: opts.debug,
         pid_file: opts.pid_file.as_deref(),
@@ -238,22 +216,9 @@ struct Run<'a> {
     signals: libc::sigset_t,
 }
 
-fn block_forwarded_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset; the calls get valid pointers.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Writes our pid atomically, mode 0644 whatever the umask (virtio-fs's PassthroughFs sets
-/// the process umask to 0 when the VM starts).
-fn write_pid_file(path: &Path) -> Result<(), RunError> {
+/// Writes `pid` to `path` atomically, mode 0644 whatever the umask (virtio-fs's
+/// PassthroughFs sets the process umask to 0 when a VM starts).
+pub fn write_pid_file_for(path: &Path, pid: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     std::fs::OpenOptions::new()
@@ -264,10 +229,9 @@ fn write_pid_file(path: &Path) -> Result<(), RunError> {
         .open(&tmp)
         .and_then(|mut f| {
             f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-            f.write_all(std::process::id().to_string().as_bytes())
+            f.write_all(pid.to_string().as_bytes())
         })
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(io_err("cannot write the pid file"))
 }
 
 fn in_vm(
@@ -307,114 +271,41 @@ fn in_vm(
         shared_dir: Some(share.root.clone()),
     })?;
     if let Some(p) = opts.pid_file {
-        write_pid_file(p)?;
+        write_pid_file_for(p, std::process::id()).map_err(io_err("cannot write the pid file"))?;
     }
-    let mut agent = Agent::accept(&vm, GUEST_PATIENCE)?;
+    let agent = Arc::new(Agent::accept(&vm, GUEST_PATIENCE)?);
     let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
-    let listeners = STDIO_PORTS
-        .iter()
-        .map(|p| vm.vsock().listen(*p))
-        .collect::<Result<Vec<_>, _>>()
+    let listeners = relay::listen_stdio(vm.vsock(), STDIO_PORTS)
         .map_err(io_err("cannot listen for the process's stdio"))?;
     tracker.before_exec()?;
-    agent.exec(&HostMessage::Exec(Box::new(exec)), t)?;
-    tracker.started()?;
-    let mut streams = Vec::with_capacity(3);
-    for l in &listeners {
-        let s = l
-            .accept_timeout(t)
-            .map_err(io_err("stdio"))?
-            .ok_or(RunError::Start(
-                "the process's stdio did not connect".into(),
-            ))?;
-        s.set_nonblocking(false).map_err(io_err("stdio"))?;
-        streams.push(s);
+    agent.exec(exec, t)?;
+    if let Some(control) = tracker.started()? {
+        let joined = serve::Joined {
+            bundle: bundle.clone(),
+            root: format!("{GUEST_SHARE}/rootfs"),
+            binds,
+        };
+        serve::spawn(control, agent.clone(), vm.vsock().clone(), joined);
     }
-    let mut streams = streams.into_iter();
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (streams.next(), streams.next(), streams.next())
-    else {
-        return Err(RunError::Start(
-            "the process's stdio did not connect".into(),
-        ));
-    };
-    spawn_stdin_relay(stdin);
-    let out = spawn_output_relay(stdout, io::stdout);
-    let err = spawn_output_relay(stderr, io::stderr);
-    spawn_signal_forwarder(opts.signals, agent.signaller());
+    let [stdin, stdout, stderr] =
+        relay::accept_stdio(&listeners, t).map_err(|e| RunError::Start(e.to_string()))?;
+    drop(listeners);
+    relay::spawn_stdin_relay(stdin);
+    let out = relay::spawn_output_relay(stdout, io::stdout);
+    let err = relay::spawn_output_relay(stderr, io::stderr);
+    let signaller = agent.signaller(0);
+    relay::spawn_signal_forwarder(opts.signals, move |sig| signaller.signal(sig));
 
-    let (code, signal) = agent.wait_exit(|| match vm.wait_stop(Duration::ZERO) {
+    let (code, signal) = agent.wait_exit(0, || match vm.wait_stop(Duration::ZERO) {
         Some(reason) => Err(AgentError::vm_stopped(&vm, &reason, "process exited")),
         None => Ok(()),
     })?;
-    let deadline = Instant::now() + DRAIN;
-    for relay in [out, err] {
-        while !relay.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    relay::drain([out, err], DRAIN);
     agent.power_off(t)?;
     let _ = vm.wait_stop(t);
     vm.shutdown();
     Ok(Exit { code, signal })
-}
-
-/// Copies our stdin to the process; at end of file, shuts the stream's write side so the
-/// process sees end of file too. Not joined: a stdin that never ends must not hold us.
-fn spawn_stdin_relay(mut stream: UnixStream) {
-    std::thread::spawn(move || {
-        let mut stdin = io::stdin().lock();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    });
-}
-
-/// Copies one of the process's output streams to ours until it ends.
-fn spawn_output_relay<W: Write, F: Fn() -> W + Send + 'static>(
-    mut stream: UnixStream,
-    out: F,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    let mut o = out();
-                    if o.write_all(&buf[..n]).and_then(|()| o.flush()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    })
-}
-
-/// Waits for the blocked signals and forwards each to the guest's process.
-fn spawn_signal_forwarder(set: libc::sigset_t, signaller: crate::agent::Signaller) {
-    std::thread::spawn(move || {
-        loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is an initialised sigset_t and `sig` a valid int.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                return;
-            }
-            if signaller.signal(sig).is_err() {
-                return;
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@
 //! matter of milliseconds). runc prepares the process at create and only execs at start.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::control::{self, Reply, Request};
 use super::run::RunError;
 use super::state::{ContainerState, Status, Store};
 
@@ -28,6 +29,8 @@ pub struct Tracker {
     store: Store,
     state: ContainerState,
     sandbox: Option<SandboxLink>,
+    /// The control socket, listening from just before the exec.
+    listener: Option<UnixListener>,
 }
 
 /// The sandbox's ties to `create` and `start`.
@@ -48,6 +51,7 @@ impl Tracker {
                 ready: Some(r),
                 start: None,
             }),
+            listener: None,
         }
     }
 
@@ -60,18 +64,18 @@ impl Tracker {
         self.store.dir(&self.state.id)
     }
 
-    /// Everything is ready for the exec: a sandbox records `created`, tells `create`, and
-    /// waits for `runvm start`.
+    /// Everything is ready for the exec: the control socket listens; a sandbox records
+    /// `created`, tells `create`, and waits for `runvm start`.
     pub fn before_exec(&mut self) -> Result<(), RunError> {
-        let dir = self.dir();
-        let Some(link) = self.sandbox.as_mut() else {
-            return Ok(());
-        };
-        let path = dir.join(CONTROL_SOCKET);
+        let path = self.dir().join(CONTROL_SOCKET);
         let listener = UnixListener::bind(&path).map_err(|source| RunError::Io {
             what: "cannot listen on the control socket",
             source,
         })?;
+        let listener = &*self.listener.insert(listener);
+        let Some(link) = self.sandbox.as_mut() else {
+            return Ok(());
+        };
         self.state.status = Status::Created;
         self.store.save(&self.state)?;
         if let Some(mut ready) = link.ready.take() {
@@ -82,24 +86,30 @@ impl Tracker {
                 what: "control socket",
                 source,
             })?;
-            let mut line = String::new();
-            let mut reader = BufReader::new(&conn).take(64);
-            if reader.read_line(&mut line).is_ok() && line.trim() == "start" {
-                link.start = Some(conn);
-                return Ok(());
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            match control::recv::<Request>(&conn) {
+                Ok(Some(Request::Start)) => {
+                    link.start = Some(conn);
+                    return Ok(());
+                }
+                Ok(Some(_)) => {
+                    let message = "the container is not running: start it first".into();
+                    let _ = control::send(&conn, &Reply::Error { message });
+                }
+                Ok(None) | Err(_) => {}
             }
-            let _ = (&conn).write_all(b"error: unknown request\n");
         }
     }
 
-    /// The process runs: record it and answer `runvm start`.
-    pub fn started(&mut self) -> Result<(), RunError> {
+    /// The process runs: record it and answer `runvm start`. Returns the control socket
+    /// for the running container's requests.
+    pub fn started(&mut self) -> Result<Option<UnixListener>, RunError> {
         self.state.status = Status::Running;
         self.store.save(&self.state)?;
         if let Some(conn) = self.sandbox.as_mut().and_then(|l| l.start.take()) {
-            let _ = (&conn).write_all(b"ok\n");
+            let _ = control::send(&conn, &Reply::Ok);
         }
-        Ok(())
+        Ok(self.listener.take())
     }
 
     /// The container is over (its process ended, or it failed): a sandbox keeps its state as
@@ -113,16 +123,17 @@ impl Tracker {
             Some(link) => {
                 let message = match result {
                     Ok(()) => None,
-                    Err(e) => Some(format!("error: {e}\n")),
+                    Err(e) => Some(e.to_string()),
                 };
                 if let Some(mut ready) = link.ready.take() {
                     // Never created: nothing to keep.
-                    let _ = ready.write_all(message.as_deref().unwrap_or("error\n").as_bytes());
+                    let line = format!("error: {}\n", message.as_deref().unwrap_or(""));
+                    let _ = ready.write_all(line.as_bytes());
                     let _ = std::fs::remove_dir_all(&dir);
                     return;
                 }
-                if let (Some(conn), Some(m)) = (link.start.take(), &message) {
-                    let _ = (&conn).write_all(m.as_bytes());
+                if let (Some(conn), Some(message)) = (link.start.take(), message) {
+                    let _ = control::send(&conn, &Reply::Error { message });
                 }
                 let _ = std::fs::remove_file(dir.join(CONTROL_SOCKET));
                 self.state.status = Status::Stopped;
@@ -147,14 +158,12 @@ pub fn start(root: &Path, id: &str) -> Result<(), String> {
         UnixStream::connect(&path).map_err(|e| format!("cannot reach the sandbox of {id}: {e}"))?;
     conn.set_read_timeout(Some(START_PATIENCE))
         .map_err(|e| e.to_string())?;
-    (&conn)
-        .write_all(b"start\n")
+    control::send(&conn, &Request::Start)
         .map_err(|e| format!("cannot reach the sandbox of {id}: {e}"))?;
-    let mut line = String::new();
-    let _ = BufReader::new(&conn).take(4096).read_line(&mut line);
-    match line.trim() {
-        "ok" => Ok(()),
-        "" => Err(format!("the sandbox of {id} ended without starting it")),
-        other => Err(other.strip_prefix("error: ").unwrap_or(other).to_owned()),
+    match control::recv::<Reply>(&conn) {
+        Ok(Some(Reply::Ok)) => Ok(()),
+        Ok(Some(Reply::Error { message })) => Err(message),
+        Ok(Some(other)) => Err(format!("the sandbox of {id} answered {other:?}")),
+        Ok(None) | Err(_) => Err(format!("the sandbox of {id} ended without starting it")),
     }
 }

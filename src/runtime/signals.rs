@@ -46,6 +46,21 @@ pub fn parse(text: &str) -> Option<libc::c_int> {
     NAMES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// Ends this process by signal `sig` (default disposition, unblocked), as the container's
+/// process ended; exits 128+sig if the signal does not end a process.
+pub fn die_by(sig: i32) {
+    // SAFETY: resetting a disposition, unblocking and raising take no pointers but the
+    // initialised signal set.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,9 @@
 //! use the whole standard library while it sets the container up, which a child forked
 //! from the multi-threaded guest-init could not.
 //!
+//! Run for `runvm exec` ([`ExecSpec::join`]), it starts inside the running container's
+//! namespaces and applies only the process's own settings.
+//!
 //! Its stdio are already the process's vsock streams. It reads the [`ExecSpec`] from
 //! [`SPEC_FD`], sets everything up in runc's order and execs the process; on any failure
 //! it writes one line to [`ERROR_FD`] (close-on-exec, so a successful exec closes it with
@@ -94,29 +97,16 @@ fn set_up_and_exec() -> Result<String, String> {
     unsafe { libc::setsid() };
     // SAFETY: umask cannot fail; nodes and mount points get exactly the modes asked.
     unsafe { libc::umask(0) };
-    // While the guest's /proc and the share are still reachable.
-    let binds = rootfs::open_bind_sources(&spec.mounts)?;
-    for (key, value) in &spec.sysctl {
-        write_sysctl(key, value)?;
-    }
+    // A joining process is already in the container's namespaces and root (guest-init's
+    // helper entered them before it forked us); the container is set up.
+    let last_cap = identity::last_cap();
     if let Some(adj) = spec.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj: {e}"))?;
     }
-    let last_cap = identity::last_cap();
-    if let Some(h) = &spec.hostname {
-        // SAFETY: `h` is valid for `h.len()` bytes.
-        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
-            return Err(sys::last_error("sethostname", h));
-        }
+    if !spec.join {
+        set_up_container(&spec)?;
     }
-    rootfs::enter(&spec.root)?;
-    rootfs::mount_all(&spec.mounts, binds)?;
-    devices::populate(&spec.devices)?;
-    rootfs::readonly_paths(&spec.readonly_paths)?;
-    rootfs::mask_paths(&spec.masked_paths)?;
-    exec::make_cwd(&spec.cwd)?;
-    rootfs::finish_root(&spec)?;
     identity::set_rlimits(&spec.rlimits)?;
     let env = exec::with_home(spec.env.clone(), spec.user.uid);
     if let Some(s) = spec.seccomp.as_ref().filter(|_| !spec.no_new_privileges) {
@@ -132,4 +122,28 @@ fn set_up_and_exec() -> Result<String, String> {
         }
     }
     Ok(exec::exec(&spec.args, &env, &spec.cwd))
+}
+
+/// The container's namespaces' contents, in runc's order: sysctls, hostname, the root and
+/// its mounts, devices, masked and read-only paths, the working directory.
+fn set_up_container(spec: &ExecSpec) -> Result<(), String> {
+    // While the guest's /proc and the share are still reachable.
+    let binds = rootfs::open_bind_sources(&spec.mounts)?;
+    for (key, value) in &spec.sysctl {
+        write_sysctl(key, value)?;
+    }
+    if let Some(h) = &spec.hostname {
+        // SAFETY: `h` is valid for `h.len()` bytes.
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+            return Err(sys::last_error("sethostname", h));
+        }
+    }
+    rootfs::enter(&spec.root)?;
+    rootfs::mount_all(&spec.mounts, binds)?;
+    devices::populate(&spec.devices)?;
+    rootfs::readonly_paths(&spec.readonly_paths)?;
+    rootfs::mask_paths(&spec.masked_paths)?;
+    exec::make_cwd(&spec.cwd)?;
+    rootfs::finish_root(spec)?;
+    Ok(())
 }

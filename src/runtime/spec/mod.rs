@@ -65,6 +65,8 @@ pub fn exec_spec(
     let linux = spec.linux().as_ref();
     let user = process.user();
     Ok(ExecSpec {
+        process: 0,
+        join: false,
         args: process.args().clone().unwrap_or_default(),
         env: process.env().clone().unwrap_or_default(),
         cwd: process.cwd().to_string_lossy().into_owned(),

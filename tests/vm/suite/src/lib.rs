@@ -4,6 +4,8 @@
 //! the L1 test VM (`tests/vm/run` decides). Anywhere else they fail loudly at their first
 //! line; they never skip.
 
+pub mod shim;
+
 use std::path::PathBuf;
 
 use runvm::host::HostRoot;

@@ -1,0 +1,207 @@
+//! The agent's reader thread: every frame from guest-init passes here. A process's end is
+//! recorded for the process's waiter, if the host started that process; anything else is
+//! handed on as the answer to the request in flight. When the connection ends, waiters and
+//! the requester learn why.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use guest_init::protocol::{GuestMessage, read_frame};
+
+use super::AgentError;
+
+/// Answers the reader may hold before the guest's next frame waits: one request is in
+/// flight at a time, so more is a guest talking out of turn.
+const ANSWER_BACKLOG: usize = 4;
+/// The most processes whose end the host waits for at once.
+const MAX_WAITED: usize = 4096;
+
+/// `(code, signal)` of an ended process.
+pub type End = (Option<i32>, Option<i32>);
+
+/// The ends of the processes the host waits for.
+#[derive(Default)]
+pub struct Exits {
+    state: Mutex<ExitState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct ExitState {
+    /// Processes the host started, and their end once known.
+    waited: HashMap<u32, Option<End>>,
+    /// Why the connection ended, once it has.
+    closed: Option<String>,
+}
+
+impl Exits {
+    fn lock(&self) -> MutexGuard<'_, ExitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes room for the end of `process`, about to be started.
+    pub fn expect(&self, process: u32) -> Result<(), AgentError> {
+        let mut state = self.lock();
+        if state.waited.contains_key(&process) {
+            return Err(AgentError::Protocol(format!(
+                "process {process} is already running"
+            )));
+        }
+        if state.waited.len() >= MAX_WAITED {
+            return Err(AgentError::Protocol(format!(
+                "more than {MAX_WAITED} processes"
+            )));
+        }
+        state.waited.insert(process, None);
+        Ok(())
+    }
+
+    /// Stops waiting for `process` (it did not start).
+    pub fn forget(&self, process: u32) {
+        self.lock().waited.remove(&process);
+    }
+
+    /// The end of `process`, waiting up to `timeout` for it: `Ok(None)` if it still runs.
+    pub fn wait(&self, process: u32, timeout: Duration) -> Result<Option<End>, AgentError> {
+        let mut state = self.lock();
+        for _ in 0..2 {
+            if let Some(Some(end)) = state.waited.get(&process) {
+                let end = *end;
+                state.waited.remove(&process);
+                return Ok(Some(end));
+            }
+            if let Some(why) = &state.closed {
+                return Err(AgentError::Protocol(why.clone()));
+            }
+            if !state.waited.contains_key(&process) {
+                return Err(AgentError::Protocol(format!(
+                    "process {process} was not started"
+                )));
+            }
+            state = self
+                .changed
+                .wait_timeout(state, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(None)
+    }
+
+    /// Why the connection ended ("connection closed" if it has not).
+    pub fn closed(&self) -> String {
+        self.lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".into())
+    }
+
+    fn ended(&self, process: u32, end: End) {
+        let mut state = self.lock();
+        // The end of a process the host did not start is passed over.
+        if let Some(slot) = state.waited.get_mut(&process) {
+            *slot = Some(end);
+            self.changed.notify_all();
+        }
+    }
+
+    fn close(&self, why: String) {
+        self.lock().closed = Some(why);
+        self.changed.notify_all();
+    }
+}
+
+/// Starts the reader on `stream`; returns where the answers arrive.
+pub fn spawn(
+    stream: UnixStream,
+    exits: std::sync::Arc<Exits>,
+) -> std::io::Result<Receiver<GuestMessage>> {
+    let (tx, rx) = sync_channel(ANSWER_BACKLOG);
+    std::thread::Builder::new()
+        .name("agent-reader".into())
+        .spawn(move || read_all(stream, &exits, &tx))?;
+    Ok(rx)
+}
+
+fn read_all(stream: UnixStream, exits: &Exits, answers: &SyncSender<GuestMessage>) {
+    let why = loop {
+        match read_frame::<_, GuestMessage>(&mut &stream) {
+            Ok(Some(GuestMessage::Exited {
+                process,
+                code,
+                signal,
+            })) => exits.ended(process, (code, signal)),
+            Ok(Some(answer)) => {
+                if answers.send(answer).is_err() {
+                    break "the agent is gone".to_owned();
+                }
+            }
+            Ok(None) => break "connection closed".to_owned(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    exits.close(why);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_init::protocol::write_frame;
+    use std::sync::Arc;
+
+    #[test]
+    fn ends_go_to_their_waiters_and_answers_to_the_requester() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let exits = Arc::new(Exits::default());
+        exits.expect(7).unwrap();
+        let answers = spawn(host, exits.clone()).unwrap();
+        let exited = |process, code| GuestMessage::Exited {
+            process,
+            code: Some(code),
+            signal: None,
+        };
+        // The end of a process nobody started is dropped, not stored.
+        write_frame(&mut &guest, &exited(99, 1)).unwrap();
+        write_frame(&mut &guest, &GuestMessage::Pong).unwrap();
+        write_frame(&mut &guest, &exited(7, 3)).unwrap();
+        assert_eq!(
+            answers.recv_timeout(Duration::from_secs(5)).unwrap(),
+            GuestMessage::Pong
+        );
+        let end = loop {
+            if let Some(end) = exits.wait(7, Duration::from_millis(100)).unwrap() {
+                break end;
+            }
+        };
+        assert_eq!(end, (Some(3), None));
+        assert!(exits.lock().waited.is_empty());
+        assert!(
+            exits.expect(7).is_ok(),
+            "an ended process's number is free again"
+        );
+
+        drop(guest);
+        let err = loop {
+            match exits.wait(7, Duration::from_millis(100)) {
+                Ok(None) => continue,
+                Ok(Some(end)) => panic!("no end was sent: {end:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("connection closed"), "{err}");
+        assert!(answers.recv_timeout(Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn waiting_for_a_process_never_started_fails() {
+        let exits = Exits::default();
+        assert!(exits.wait(1, Duration::from_millis(1)).is_err());
+        exits.expect(1).unwrap();
+        assert!(exits.expect(1).is_err());
+        assert!(matches!(exits.wait(1, Duration::from_millis(1)), Ok(None)));
+        exits.forget(1);
+        assert!(exits.wait(1, Duration::from_millis(1)).is_err());
+    }
+}

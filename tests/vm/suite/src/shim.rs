@@ -1,0 +1,88 @@
+//! Driving runvm's CLI as containerd-shim does: a child subreaper that runs `create`,
+//! `start`, `state`, `exec`... and waits for the processes that stand for containers.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::{guest_image, require_real_kvm, runvm_bin};
+
+/// A shim's test: real KVM and the guest image checked, this process a subreaper; returns
+/// a scratch directory (removed when dropped) and the state root inside it.
+pub fn as_shim() -> (tempfile::TempDir, std::path::PathBuf) {
+    require_real_kvm();
+    guest_image();
+    become_subreaper();
+    let dir = tempfile::tempdir_in("/tmp").expect("a scratch directory in /tmp");
+    let root = dir.path().join("state");
+    (dir, root)
+}
+
+/// Runs runvm; returns its exit code and stderr. Its stdout goes to `stdout`, its stderr to
+/// a file, not a pipe: a sandbox inherits both and lives on after `create` returns.
+pub fn runvm(root: &Path, args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
+    let err = tempfile::NamedTempFile::new().expect("runvm CLI");
+    let status = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::from(err.reopen().expect("runvm CLI")))
+        .status()
+        .expect("runvm CLI");
+    (
+        status.code(),
+        std::fs::read_to_string(err.path()).expect("runvm CLI"),
+    )
+}
+
+/// `runvm state ID`, parsed.
+pub fn state_of(root: &Path, id: &str) -> serde_json::Value {
+    let out = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(root)
+        .args(["state", id])
+        .output()
+        .expect("runvm CLI");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    serde_json::from_slice(&out.stdout).expect("runvm CLI")
+}
+
+/// Makes this test process a child subreaper, as containerd-shim is.
+pub fn become_subreaper() {
+    // SAFETY: prctl with integer arguments.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0);
+}
+
+/// Waits for our (adopted) child `pid`; returns the raw wait status.
+pub fn wait_for(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for a child of this (subreaper) process; `status` is a valid int.
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid: {}", std::io::Error::last_os_error());
+    status
+}
+
+/// `runvm create` of `bundle` as `id` with a pid file; returns the sandbox's pid.
+pub fn create(root: &Path, bundle: &Path, id: &str, stdout: Stdio) -> i32 {
+    let pid_file = root.with_file_name(format!("{id}.pid"));
+    let (code, err) = runvm(
+        root,
+        &[
+            "create",
+            "--bundle",
+            bundle.to_str().expect("runvm CLI"),
+            "--pid-file",
+            pid_file.to_str().expect("runvm CLI"),
+            id,
+        ],
+        stdout,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::read_to_string(&pid_file)
+        .expect("runvm CLI")
+        .parse()
+        .expect("runvm CLI")
+}
