@@ -81,8 +81,13 @@ pub fn create(root: &Path, bundle: &Path, id: &str, stdout: Stdio) -> i32 {
         stdout,
     );
     assert_eq!(code, Some(0), "{err}");
-    std::fs::read_to_string(&pid_file)
-        .expect("runvm CLI")
+    read_pid(&pid_file)
+}
+
+/// The pid a `--pid-file` holds.
+pub fn read_pid(path: &Path) -> i32 {
+    std::fs::read_to_string(path)
+        .expect("the pid file exists")
         .parse()
-        .expect("runvm CLI")
+        .expect("the pid file holds a pid")
 }

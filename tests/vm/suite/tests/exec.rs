@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runvm_vm_tests::shim::{as_shim, create, runvm, state_of, wait_for};
+use runvm_vm_tests::shim::{as_shim, create, read_pid, runvm, state_of, wait_for};
 use runvm_vm_tests::{busybox_bundle, runvm_bin};
 
 /// How long one `runvm exec` may take.
@@ -152,7 +152,7 @@ fn exec_runs_in_the_container_and_ends_as_its_process_did() {
         Stdio::from(std::fs::File::create(&out_path).unwrap()),
     );
     assert_eq!(code, Some(0), "{err}");
-    let relay: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let relay = read_pid(&pid_file);
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::fs::read_to_string(&out_path).unwrap() != "waiting\n" {
         assert!(
@@ -182,7 +182,7 @@ fn exec_runs_in_the_container_and_ends_as_its_process_did() {
         Stdio::null(),
     );
     assert_eq!(code, Some(0), "{err}");
-    let relay: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let relay = read_pid(&pid_file);
     assert_eq!(
         runvm(&root, &["kill", "e1", "KILL"], Stdio::null()).0,
         Some(0)
