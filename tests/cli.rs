@@ -257,3 +257,31 @@ fn kill_and_delete_follow_runc() {
             .success()
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_a_printing_verb_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe just returned these descriptors; nothing else owns them.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // The reader is gone before runvm writes a byte: `runvm features | true`, every time.
+    drop(read_end);
+    let out = Command::new(env!("CARGO_BIN_EXE_runvm"))
+        .args(["features"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}

@@ -10,6 +10,7 @@ mod files;
 mod mounts;
 mod power;
 mod process;
+mod procs;
 mod vsock;
 
 use std::io::{BufReader, BufWriter};
@@ -104,14 +105,30 @@ fn serve(boottime: u64) -> Result<(), String> {
                     Err(message) => GuestMessage::ExecFailed { message },
                 }
             }
-            Some(HostMessage::Signal { process, signal }) => {
+            Some(HostMessage::Signal {
+                process,
+                signal,
+                all,
+            }) => {
                 // Not answered: the process may have just ended, which is no error.
-                if let Some(pid) = processes.pid(process) {
+                if all {
+                    if let Some(init) = processes.pid(0) {
+                        procs::signal_all(init, signal);
+                    }
+                } else if let Some(pid) = processes.pid(process) {
                     // SAFETY: kill takes no pointers.
                     unsafe { libc::kill(pid, signal) };
                 }
                 continue;
             }
+            Some(HostMessage::ListProcesses) => match processes.pid(0) {
+                Some(init) => GuestMessage::Processes {
+                    processes: procs::list(init),
+                },
+                None => GuestMessage::Error {
+                    message: "the container is not running".into(),
+                },
+            },
             Some(HostMessage::PowerOff) => {
                 let _ = send(&GuestMessage::PoweringOff);
                 // Our send is still in the kernel's vsock queue; restarting now could reset

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::spec::ExecSpec;
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
@@ -68,12 +68,35 @@ pub enum GuestMessage {
         /// The contents (lossy UTF-8), at most [`MAX_FILE_TEXT`] bytes.
         text: String,
     },
+    /// The container's processes, answering [`HostMessage::ListProcesses`].
+    Processes {
+        /// At most [`MAX_PROCESS_LIST`] of them, by pid.
+        processes: Vec<ProcessInfo>,
+    },
     /// A request could not be served.
     Error {
         /// Why, in one line.
         message: String,
     },
 }
+
+/// One process of the container, as `runvm ps` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its pid in the container's pid namespace.
+    pub pid: i32,
+    /// Its parent's pid there (0 for the container's init).
+    pub ppid: i32,
+    /// Its real uid.
+    pub uid: u32,
+    /// Its command line, at most [`MAX_COMMAND`] bytes (`[name]` when it has none).
+    pub command: String,
+}
+
+/// The most processes [`GuestMessage::Processes`] lists.
+pub const MAX_PROCESS_LIST: usize = 4096;
+/// The most bytes of a command line in a [`ProcessInfo`].
+pub const MAX_COMMAND: usize = 256;
 
 /// The most bytes of a file [`HostMessage::ReadFile`] returns.
 pub const MAX_FILE_TEXT: usize = 64 << 10;
@@ -109,7 +132,12 @@ pub enum HostMessage {
         process: u32,
         /// The signal number.
         signal: i32,
+        /// Send it to every process of the container instead (`runvm kill --all`).
+        #[serde(default)]
+        all: bool,
     },
+    /// List the container's processes (`runvm ps`).
+    ListProcesses,
     /// Write a guest file (for diagnostics and tests).
     WriteFile {
         /// The guest path.

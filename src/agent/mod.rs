@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use reader::Exits;
 
 use guest_init::protocol::{
-    CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
+    CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, MAX_COMMAND, MAX_PROCESS_LIST,
+    PROTOCOL_VERSION, ProcessInfo, read_frame, write_frame,
 };
 
 use crate::vmm::vcpu::StopReason;
@@ -80,14 +81,22 @@ pub struct Signaller {
 impl Signaller {
     /// Forwards `signal`; fails only if the connection is gone.
     pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        self.send(signal, false)
+    }
+
+    /// Sends `signal` to every process of the container (`runvm kill --all`).
+    pub fn signal_all(&self, signal: i32) -> std::io::Result<()> {
+        self.send(signal, true)
+    }
+
+    fn send(&self, signal: i32, all: bool) -> std::io::Result<()> {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write_frame(
-            &mut &*w,
-            &HostMessage::Signal {
-                process: self.process,
-                signal,
-            },
-        )
+        let msg = HostMessage::Signal {
+            process: self.process,
+            signal,
+            all,
+        };
+        write_frame(&mut &*w, &msg)
     }
 }
 
@@ -331,6 +340,20 @@ impl Agent {
             target: target.to_owned(),
         };
         self.request_done(&msg, timeout)
+    }
+
+    /// The container's processes (checked: at most [`MAX_PROCESS_LIST`], each command at
+    /// most [`MAX_COMMAND`] bytes).
+    pub fn processes(&self, timeout: Duration) -> Result<Vec<ProcessInfo>, AgentError> {
+        match self.request(&HostMessage::ListProcesses, timeout)? {
+            GuestMessage::Processes { processes }
+                if processes.len() <= MAX_PROCESS_LIST
+                    && processes.iter().all(|p| p.command.len() <= MAX_COMMAND) =>
+            {
+                Ok(processes)
+            }
+            other => Err(unexpected("processes", &other)),
+        }
     }
 
     /// Reads a guest file's text (at most 64 KiB).

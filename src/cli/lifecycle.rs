@@ -1,4 +1,5 @@
-//! `runvm kill ID [SIGNAL]` and `runvm delete [--force] ID`, with runc's semantics and words.
+//! `runvm kill ID [SIGNAL]`, `runvm delete [--force] ID`, `runvm pause ID` and
+//! `runvm resume ID`, with runc's semantics and words.
 //! The container's host pid stands for its process: a signal sent to it is forwarded into the
 //! VM (SIGKILL ends the VM with it); deleting removes what a stopped container left.
 
@@ -10,14 +11,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::runtime::run::validate_id;
-use crate::runtime::signals;
 use crate::runtime::state::{StateError, Status, Store, process_start};
+use crate::runtime::{pausing, sandbox, signals};
 
 /// Flags of `runvm kill`.
 #[derive(Debug, Args)]
 pub struct KillArgs {
-    /// Send to every process of the container (the VM holds only the container's processes:
-    /// the signal goes to its init, as without the flag).
+    /// Send to every process of the container.
     #[arg(long, short)]
     all: bool,
     /// The container id.
@@ -37,6 +37,27 @@ pub struct DeleteArgs {
     id: String,
 }
 
+/// Flags of `runvm pause` and `runvm resume`.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The container id.
+    id: String,
+}
+
+/// Pauses the container's VM.
+pub fn pause(args: &IdArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    validate_id(&args.id)?;
+    pausing::pause(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resumes the container's VM.
+pub fn resume(args: &IdArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    validate_id(&args.id)?;
+    pausing::resume(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// How long `delete --force` waits for a killed container's process to go.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -51,6 +72,12 @@ pub fn kill(args: &KillArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let state = store.load(&args.id)?;
     if state.status == Status::Stopped {
         bail!("container not running");
+    }
+    // SIGKILL ends the VM, and every process in it, through the host pid; other signals for
+    // every process go to them in the guest (a created container has only its init).
+    if args.all && sig != libc::SIGKILL && state.status == Status::Running {
+        pausing::signal_all(root, &args.id, sig).map_err(|e| anyhow::anyhow!(e))?;
+        return Ok(ExitCode::SUCCESS);
     }
     // SAFETY: kill takes no pointers.
     if unsafe { libc::kill(state.pid, sig) } != 0 {
@@ -73,8 +100,14 @@ pub fn delete(args: &DeleteArgs, root: &Path) -> anyhow::Result<ExitCode> {
         Err(StateError::NotFound(_)) if args.force => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(e.into()),
     };
-    match store.load(&args.id) {
-        Ok(state) if state.status != Status::Stopped => {
+    let loaded = match store.load(&args.id) {
+        Ok(state) => Some(state),
+        // A directory whose state was never written (an aborted create).
+        Err(StateError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match &loaded {
+        Some(state) if state.status != Status::Stopped => {
             if !args.force {
                 bail!(
                     "cannot delete container {} that is not stopped: {}",
@@ -97,12 +130,16 @@ pub fn delete(args: &DeleteArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        // Stopped, or a directory whose state was never written (an aborted create).
-        Ok(_) | Err(StateError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
+        _ => {}
+    }
+    let poststop = sandbox::poststop_hooks(&store, &args.id);
+    let removed = std::fs::remove_dir_all(&dir);
+    // The container is gone: its poststop hooks run before `delete` returns.
+    if let Some(state) = &loaded {
+        sandbox::run_poststop(poststop.as_ref(), state);
     }
     drop(lock);
-    match std::fs::remove_dir_all(&dir) {
+    match removed {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e).context(format!("cannot remove {}", dir.display())),

@@ -89,6 +89,12 @@ pub enum Command {
     Kill(lifecycle::KillArgs),
     /// Delete a stopped container (`--force`: kill it first).
     Delete(lifecycle::DeleteArgs),
+    /// List a container's processes.
+    Ps(state::PsArgs),
+    /// Pause a running container (its VM's vCPUs stop).
+    Pause(lifecycle::IdArgs),
+    /// Resume a paused container.
+    Resume(lifecycle::IdArgs),
     /// Write a default config.json.
     Spec(spec::SpecArgs),
     /// Print what runvm supports (OCI features JSON).
@@ -102,6 +108,19 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let logger = log::Logger::new(cli.log.clone(), cli.log_format);
+    // Verbs that only print end quietly when their reader goes (`runvm list | head`), as
+    // runc's do; the others relay containers' output and must outlive a closed pipe.
+    if matches!(
+        cli.command,
+        Command::State(_)
+            | Command::List(_)
+            | Command::Ps(_)
+            | Command::Features
+            | Command::Check(_)
+    ) {
+        // SAFETY: restoring a default disposition, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match &cli.command {
         Command::Check(args) => check::run(args),
         Command::Debug(cmd) => debug::run(cmd, cli.debug),
@@ -114,6 +133,9 @@ pub fn main() -> ExitCode {
         Command::Exec(args) => exec::exec(args, &cli),
         Command::Kill(args) => lifecycle::kill(args, &cli.root),
         Command::Delete(args) => lifecycle::delete(args, &cli.root),
+        Command::Ps(args) => state::ps(args, &cli.root),
+        Command::Pause(args) => lifecycle::pause(args, &cli.root),
+        Command::Resume(args) => lifecycle::resume(args, &cli.root),
         Command::Spec(args) => spec::spec(args),
         Command::Features => spec::features(),
     };

@@ -1,4 +1,6 @@
-//! `runvm state ID` and `runvm list [--format table|json] [--quiet]`, in runc's output formats:
+//! `runvm state ID`, `runvm list [--format table|json] [--quiet]` and `runvm ps [--format
+//! table|json] ID`, in runc's output formats (ps: a JSON array of pids, or a table of the
+//! guest's processes with the pids the container sees):
 //! the state as indented JSON; the list as runc's table (columns padded to at least 12), a
 //! JSON array, or the ids alone.
 
@@ -7,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
+use crate::runtime::pausing;
 use crate::runtime::run::validate_id;
 use crate::runtime::state::{ContainerState, Store};
 
@@ -133,4 +136,40 @@ mod tests {
         assert_eq!(lines[0], header);
         assert!(lines[1].starts_with(&format!("{:<29}{:<12}{:<12}/b", s_id(), "42", "running")));
     }
+}
+
+/// Flags of `runvm ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Output format: a table, or a JSON array of pids.
+    #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
+    format: ListFormat,
+    /// The container id.
+    id: String,
+    /// `ps` options, accepted for runc compatibility (runvm lists the guest's processes
+    /// itself).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_args: Vec<String>,
+}
+
+/// Prints the container's processes: pids as the container sees them.
+pub fn ps(args: &PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    validate_id(&args.id)?;
+    let list = pausing::processes(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
+    if args.format == ListFormat::Json {
+        let pids: Vec<i32> = list.iter().map(|p| p.pid).collect();
+        println!("{}", serde_json::to_string(&pids)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<8} {:>7} {:>7} CMD", "UID", "PID", "PPID");
+    for p in &list {
+        // The command comes from the guest: no control characters reach the terminal.
+        let cmd: String = p
+            .command
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        println!("{:<8} {:>7} {:>7} {cmd}", p.uid, p.pid, p.ppid);
+    }
+    Ok(ExitCode::SUCCESS)
 }

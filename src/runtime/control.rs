@@ -8,7 +8,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
 
+use guest_init::protocol::ProcessInfo;
 use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -29,6 +32,17 @@ pub enum Request {
         /// The signal number.
         signal: i32,
     },
+    /// Pause the VM's vCPUs (`runvm pause`).
+    Pause,
+    /// List the container's processes (`runvm ps`).
+    Ps,
+    /// Send `signal` to every process of the container (`runvm kill --all`).
+    KillAll {
+        /// The signal number.
+        signal: i32,
+    },
+    /// Let them run again (`runvm resume`).
+    Resume,
 }
 
 /// What the sandbox answers.
@@ -47,6 +61,11 @@ pub enum Reply {
         /// Its pid in the guest.
         pid: i32,
     },
+    /// The container's processes.
+    Processes {
+        /// As the guest listed them.
+        processes: Vec<ProcessInfo>,
+    },
     /// The exec'd process ended.
     Exited {
         /// Its exit code.
@@ -54,6 +73,20 @@ pub enum Reply {
         /// The signal that killed it.
         signal: Option<i32>,
     },
+}
+
+/// Connects to the control socket at `path`, sends `request`, and returns the one reply
+/// (waiting at most `patience`); errors are one line naming container `id`.
+pub fn ask(path: &Path, id: &str, request: &Request, patience: Duration) -> Result<Reply, String> {
+    let unreachable = |e: io::Error| format!("cannot reach the sandbox of {id}: {e}");
+    let conn = UnixStream::connect(path).map_err(unreachable)?;
+    conn.set_read_timeout(Some(patience)).map_err(unreachable)?;
+    send(&conn, request).map_err(unreachable)?;
+    match recv::<Reply>(&conn) {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(format!("the sandbox of {id} closed the connection")),
+        Err(e) => Err(format!("no answer from the sandbox of {id}: {e}")),
+    }
 }
 
 /// Sends one frame.

@@ -4,6 +4,9 @@
 pub mod bundle;
 pub mod control;
 pub mod exec;
+pub mod hooks;
+pub mod netns;
+pub mod pausing;
 pub mod relay;
 pub mod run;
 pub mod sandbox;

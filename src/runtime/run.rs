@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bundle::{Bundle, BundleError};
+use super::hooks::{HookError, HookPlace};
+use super::netns::{self, NetnsError};
 use super::relay;
 use super::sandbox::Tracker;
 use super::serve;
@@ -51,6 +53,12 @@ pub enum RunError {
     /// The container's state on disk.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The container's network namespace on the host.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// A hook failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
     /// The spec asks for something the guest cannot do.
     #[error(transparent)]
     Spec(#[from] SpecError),
@@ -156,7 +164,10 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         let bundle = Bundle::load(&opts.bundle)?;
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let size = sizing::vm_size(&bundle.spec, host_cpus)?;
-        Ok((bundle, size, Config::load()?))
+        let config = Config::load()?;
+        // Still one thread: every thread to come starts in the container's namespace.
+        netns::enter(&bundle.spec)?;
+        Ok((bundle, size, config))
     });
     let (bundle, size, config) = match checked {
         Ok(c) => c,
@@ -190,7 +201,16 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());
     }
-    let mut tracker = Tracker::new(store, state, opts.ready);
+    // Hooks run in the mount namespace runvm started in, not the share's private one.
+    let place = match HookPlace::here() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(io_err("cannot open runvm's mount namespace")(e));
+        }
+    };
+    let hooks = bundle.spec.hooks().clone();
+    let mut tracker = Tracker::new(store, state, opts.ready, hooks, place);
     let share = dir.join("share");
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.
@@ -286,7 +306,13 @@ fn in_vm(
             root: format!("{GUEST_SHARE}/rootfs"),
             binds,
         };
-        serve::spawn(control, agent.clone(), vm.vsock().clone(), joined);
+        serve::spawn(
+            control,
+            agent.clone(),
+            vm.pauser(),
+            vm.vsock().clone(),
+            joined,
+        );
     }
     let [stdin, stdout, stderr] =
         relay::accept_stdio(&listeners, t).map_err(|e| RunError::Start(e.to_string()))?;

@@ -14,10 +14,15 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use oci_spec::runtime::Hooks;
+
 use super::control::{self, Reply, Request};
+use super::hooks::{self, HookPlace, Stage};
 use super::run::RunError;
 use super::state::{ContainerState, Status, Store};
 
+/// Where a sandbox leaves its poststop hooks for `runvm delete`.
+const POSTSTOP_HOOKS: &str = "poststop.json";
 /// The control socket's name in the container's directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// The longest `runvm start` waits for the sandbox's answer (the whole container set-up in
@@ -31,6 +36,10 @@ pub struct Tracker {
     sandbox: Option<SandboxLink>,
     /// The control socket, listening from just before the exec.
     listener: Option<UnixListener>,
+    /// The spec's hooks.
+    hooks: Option<Hooks>,
+    /// Where they run.
+    place: HookPlace,
 }
 
 /// The sandbox's ties to `create` and `start`.
@@ -43,8 +52,16 @@ struct SandboxLink {
 
 impl Tracker {
     /// A tracker for `state` (already saved as creating); `ready` makes it a sandbox's.
-    pub fn new(store: Store, state: ContainerState, ready: Option<File>) -> Tracker {
+    pub fn new(
+        store: Store,
+        state: ContainerState,
+        ready: Option<File>,
+        hooks: Option<Hooks>,
+        place: HookPlace,
+    ) -> Tracker {
         Tracker {
+            hooks,
+            place,
             store,
             state,
             sandbox: ready.map(|r| SandboxLink {
@@ -64,48 +81,72 @@ impl Tracker {
         self.store.dir(&self.state.id)
     }
 
-    /// Everything is ready for the exec: the control socket listens; a sandbox records
-    /// `created`, tells `create`, and waits for `runvm start`.
+    /// Runs `stage`'s hooks with the container's state as `status`.
+    fn hooks(&mut self, stage: Stage, status: Status) -> Result<(), RunError> {
+        let mut state = self.state.clone();
+        state.status = status;
+        if status == Status::Stopped {
+            state.pid = 0;
+        }
+        let hooks = self.hooks.as_ref();
+        if stage.is_fatal() {
+            hooks::run_stage(hooks, stage, &state, &self.place)?;
+        } else {
+            hooks::run_stage_warning(hooks, stage, &state, &self.place);
+        }
+        Ok(())
+    }
+
+    /// Everything is ready for the exec: the create-time hooks run, the control socket
+    /// listens; a sandbox records `created`, tells `create`, and waits for `runvm start`;
+    /// the startContainer hooks run last.
     pub fn before_exec(&mut self) -> Result<(), RunError> {
+        for stage in [
+            Stage::Prestart,
+            Stage::CreateRuntime,
+            Stage::CreateContainer,
+        ] {
+            self.hooks(stage, Status::Creating)?;
+        }
+        self.save_poststop()?;
         let path = self.dir().join(CONTROL_SOCKET);
         let listener = UnixListener::bind(&path).map_err(|source| RunError::Io {
             what: "cannot listen on the control socket",
             source,
         })?;
         let listener = &*self.listener.insert(listener);
-        let Some(link) = self.sandbox.as_mut() else {
-            return Ok(());
-        };
-        self.state.status = Status::Created;
-        self.store.save(&self.state)?;
-        if let Some(mut ready) = link.ready.take() {
-            let _ = ready.write_all(b"ok\n");
-        }
-        loop {
-            let (conn, _) = listener.accept().map_err(|source| RunError::Io {
-                what: "control socket",
-                source,
-            })?;
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            match control::recv::<Request>(&conn) {
-                Ok(Some(Request::Start)) => {
-                    link.start = Some(conn);
-                    return Ok(());
-                }
-                Ok(Some(_)) => {
-                    let message = "the container is not running: start it first".into();
-                    let _ = control::send(&conn, &Reply::Error { message });
-                }
-                Ok(None) | Err(_) => {}
+        if let Some(link) = self.sandbox.as_mut() {
+            self.state.status = Status::Created;
+            self.store.save(&self.state)?;
+            if let Some(mut ready) = link.ready.take() {
+                let _ = ready.write_all(b"ok\n");
             }
+            link.start = Some(wait_for_start(listener)?);
         }
+        self.hooks(Stage::StartContainer, Status::Created)
     }
 
-    /// The process runs: record it and answer `runvm start`. Returns the control socket
+    /// Writes the poststop hooks where `runvm delete` finds them.
+    fn save_poststop(&self) -> Result<(), RunError> {
+        let Some(list) = self.hooks.as_ref().map(|h| Stage::Poststop.of(h)) else {
+            return Ok(());
+        };
+        if list.is_empty() || !self.is_sandbox() {
+            return Ok(());
+        }
+        let text = serde_json::to_vec(list).unwrap_or_default();
+        std::fs::write(self.dir().join(POSTSTOP_HOOKS), text).map_err(|source| RunError::Io {
+            what: "cannot save the poststop hooks",
+            source,
+        })
+    }
+
+    /// The process runs: record it, run the poststart hooks and answer `runvm start`. Returns the control socket
     /// for the running container's requests.
     pub fn started(&mut self) -> Result<Option<UnixListener>, RunError> {
         self.state.status = Status::Running;
         self.store.save(&self.state)?;
+        self.hooks(Stage::Poststart, Status::Running)?;
         if let Some(conn) = self.sandbox.as_mut().and_then(|l| l.start.take()) {
             let _ = control::send(&conn, &Reply::Ok);
         }
@@ -118,6 +159,8 @@ impl Tracker {
         let dir = self.dir();
         match self.sandbox.as_mut() {
             None => {
+                // runc's `run` deletes the container as it ends: poststop comes now.
+                let _ = self.hooks(Stage::Poststop, Status::Stopped);
                 let _ = std::fs::remove_dir_all(&dir);
             }
             Some(link) => {
@@ -143,6 +186,50 @@ impl Tracker {
     }
 }
 
+/// Waits for `runvm start` on the control socket; other requests are refused meanwhile.
+fn wait_for_start(listener: &UnixListener) -> Result<UnixStream, RunError> {
+    loop {
+        let (conn, _) = listener.accept().map_err(|source| RunError::Io {
+            what: "control socket",
+            source,
+        })?;
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        match control::recv::<Request>(&conn) {
+            Ok(Some(Request::Start)) => return Ok(conn),
+            Ok(Some(_)) => {
+                let message = "the container is not running: start it first".into();
+                let _ = control::send(&conn, &Reply::Error { message });
+            }
+            Ok(None) | Err(_) => {}
+        }
+    }
+}
+
+/// The poststop hooks a sandbox saved for `runvm delete`, read before the directory goes.
+pub fn poststop_hooks(store: &Store, id: &str) -> Option<Hooks> {
+    let path = store.dir(id).join(POSTSTOP_HOOKS);
+    let text = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Vec<oci_spec::runtime::Hook>>(&text) {
+        Ok(list) => {
+            let mut hooks = Hooks::default();
+            hooks.set_poststop(Some(list));
+            Some(hooks)
+        }
+        Err(e) => {
+            eprintln!("runvm: warning: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+/// `runvm delete`'s part: runs `hooks`' poststop hooks (failures are warnings).
+pub fn run_poststop(hooks: Option<&Hooks>, state: &ContainerState) {
+    let mut state = state.clone();
+    state.status = Status::Stopped;
+    state.pid = 0;
+    hooks::run_stage_warning(hooks, Stage::Poststop, &state, &HookPlace::default());
+}
+
 /// `runvm start`: asks the sandbox to start the process and waits for its answer.
 pub fn start(root: &Path, id: &str) -> Result<(), String> {
     let store = Store::new(root);
@@ -154,16 +241,10 @@ pub fn start(root: &Path, id: &str) -> Result<(), String> {
         ));
     }
     let path = store.dir(id).join(CONTROL_SOCKET);
-    let conn =
-        UnixStream::connect(&path).map_err(|e| format!("cannot reach the sandbox of {id}: {e}"))?;
-    conn.set_read_timeout(Some(START_PATIENCE))
-        .map_err(|e| e.to_string())?;
-    control::send(&conn, &Request::Start)
-        .map_err(|e| format!("cannot reach the sandbox of {id}: {e}"))?;
-    match control::recv::<Reply>(&conn) {
-        Ok(Some(Reply::Ok)) => Ok(()),
-        Ok(Some(Reply::Error { message })) => Err(message),
-        Ok(Some(other)) => Err(format!("the sandbox of {id} answered {other:?}")),
-        Ok(None) | Err(_) => Err(format!("the sandbox of {id} ended without starting it")),
+    match control::ask(&path, id, &Request::Start, START_PATIENCE) {
+        Ok(Reply::Ok) => Ok(()),
+        Ok(Reply::Error { message }) => Err(message),
+        Ok(other) => Err(format!("the sandbox of {id} answered {other:?}")),
+        Err(e) => Err(e),
     }
 }

@@ -1,9 +1,9 @@
 //! The running container's control server: a thread of the container's host process that
-//! accepts connections on its control socket and serves `runvm exec`. Each exec gets its
-//! own thread: the OCI process is translated like the container's own (its seccomp profile,
-//! capabilities, user), started in the container's namespaces under a new process number
-//! with its own three vsock ports, its stdio streams handed to the exec relay, its signals
-//! forwarded, and its end reported.
+//! accepts connections on its control socket and serves `runvm exec`, `pause` and
+//! `resume`. Each exec gets its own thread: the OCI process is translated like the
+//! container's own (its seccomp profile, capabilities, user), started in the container's
+//! namespaces under a new process number with its own three vsock ports, its stdio streams
+//! handed to the exec relay, its signals forwarded, and its end reported.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -19,6 +19,7 @@ use super::relay;
 use super::spec;
 use crate::agent::{Agent, AgentError};
 use crate::devices::virtio::vsock::VsockHandle;
+use crate::vmm::vm::Pauser;
 
 /// The first host vsock port of exec'd processes (three per process, by process number).
 const EXEC_PORT_BASE: u32 = 0x1_0000;
@@ -26,6 +27,8 @@ const EXEC_PORT_BASE: u32 = 0x1_0000;
 const MAX_EXECS: u32 = 1 << 20;
 /// How long a client may take to send its request.
 const REQUEST_PATIENCE: Duration = Duration::from_secs(10);
+/// How long the vCPUs may take to stop.
+const PAUSE_PATIENCE: Duration = Duration::from_secs(10);
 /// How long the guest may take to start an exec'd process.
 const GUEST_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -41,15 +44,23 @@ pub struct Joined {
 
 struct Server {
     agent: Arc<Agent>,
+    pauser: Pauser,
     vsock: VsockHandle,
     joined: Joined,
     next: AtomicU32,
 }
 
 /// Serves `listener` on a thread for as long as the process lives.
-pub fn spawn(listener: UnixListener, agent: Arc<Agent>, vsock: VsockHandle, joined: Joined) {
+pub fn spawn(
+    listener: UnixListener,
+    agent: Arc<Agent>,
+    pauser: Pauser,
+    vsock: VsockHandle,
+    joined: Joined,
+) {
     let server = Arc::new(Server {
         agent,
+        pauser,
         vsock,
         joined,
         next: AtomicU32::new(1),
@@ -77,6 +88,30 @@ impl Server {
             Ok(Some(Request::Signal { .. })) => Reply::Error {
                 message: "no process to signal on this connection".into(),
             },
+            Ok(Some(Request::Pause)) => match self.pauser.pause(PAUSE_PATIENCE) {
+                Ok(()) => Reply::Ok,
+                Err(e) => Reply::Error {
+                    message: format!("cannot pause the container: {e}"),
+                },
+            },
+            Ok(Some(Request::Resume)) => {
+                self.pauser.resume();
+                Reply::Ok
+            }
+            Ok(Some(Request::Ps)) => match self.agent.processes(GUEST_PATIENCE) {
+                Ok(processes) => Reply::Processes { processes },
+                Err(e) => Reply::Error {
+                    message: e.to_string(),
+                },
+            },
+            Ok(Some(Request::KillAll { signal })) => {
+                match self.agent.signaller(0).signal_all(signal) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Error {
+                        message: format!("cannot signal the container: {e}"),
+                    },
+                }
+            }
             Ok(None) | Err(_) => return,
         };
         let _ = control::send(&conn, &reply);

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod event_loop;
 pub mod layout;
 pub mod memory;
+pub mod pause;
 pub mod vcpu;
 pub mod vm;
 

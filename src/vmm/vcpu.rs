@@ -5,7 +5,8 @@
 //! To stop a vCPU that sits in KVM_RUN, the controller sets the shared stop flag and sends
 //! the thread a real-time signal whose handler does nothing: KVM_RUN returns EINTR and the
 //! loop sees the flag. The signal is resent until the thread has exited, so a signal that
-//! lands just before KVM_RUN is entered is not lost.
+//! lands just before KVM_RUN is entered is not lost. Pausing works the same way: the loop
+//! waits at the VM's pause gate between two KVM_RUNs (`pause`).
 
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 
 use super::bus::{Bus, BusAction};
+use super::pause::Gate;
 
 /// Why the VM stopped, as one vCPU saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +71,7 @@ pub type FirstEntry = Arc<OnceLock<Instant>>;
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 /// The kick signal: SIGRTMIN, with an empty handler installed once per process.
-fn kick_signal() -> libc::c_int {
+pub(crate) fn kick_signal() -> libc::c_int {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // A failure leaves the default action (terminate) in place; stopping then kills the
@@ -91,6 +93,7 @@ impl VcpuThread {
         fd: VcpuFd,
         bus: Arc<Bus>,
         stop: Arc<AtomicBool>,
+        gate: Arc<Gate>,
         first_entry: FirstEntry,
         exited: Sender<VcpuExited>,
     ) -> std::io::Result<Self> {
@@ -98,7 +101,9 @@ impl VcpuThread {
         let handle = std::thread::Builder::new()
             .name(format!("vcpu{index}"))
             .spawn(move || {
-                let reason = run(index, fd, &bus, &stop, &first_entry);
+                gate.register(index.into());
+                let reason = run(index, fd, &bus, &stop, &gate, &first_entry);
+                gate.unregister(index.into());
                 let _ = exited.send(VcpuExited { index, reason });
             })?;
         Ok(VcpuThread { handle })
@@ -127,10 +132,12 @@ fn run(
     mut fd: VcpuFd,
     bus: &Bus,
     stop: &AtomicBool,
+    gate: &Gate,
     first_entry: &FirstEntry,
 ) -> StopReason {
     let mut state = State::Running;
     while let State::Running = state {
+        gate.checkpoint(stop);
         if stop.load(Ordering::SeqCst) {
             state = State::Exited(StopReason::Stopped);
             continue;

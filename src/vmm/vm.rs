@@ -21,7 +21,8 @@ use super::cpu::{self, CpuError};
 use super::event_loop::{EventLoop, Subscriber};
 use super::layout::{IRQ_BASE, IRQ_MAX, KVM_TSS_ADDRESS, MMIO_START};
 use super::memory::{self, MemoryError};
-use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread};
+use super::pause::{Gate, PauseError};
+use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
 use crate::devices::virtio::VirtioDevice;
@@ -128,6 +129,7 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
 pub struct MicroVm {
     vcpus: Vec<VcpuThread>,
     stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
     exited: Receiver<VcpuExited>,
     event_loop: EventLoop,
     vsock: VsockHandle,
@@ -295,11 +297,13 @@ impl MicroVm {
         let event_loop = EventLoop::spawn(virtio.subscribers).map_err(io("event loop"))?;
         let bus = Arc::new(Bus::new(serial, virtio.transports));
         let stop = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(Gate::default());
         let first_entry = FirstEntry::default();
         let (tx, exited) = channel();
         let mut vm_handle = MicroVm {
             vcpus: Vec::new(),
             stop: stop.clone(),
+            gate: gate.clone(),
             exited,
             event_loop,
             vsock,
@@ -317,6 +321,7 @@ impl MicroVm {
                 fd,
                 bus.clone(),
                 stop.clone(),
+                gate.clone(),
                 first_entry.clone(),
                 tx.clone(),
             )
@@ -351,6 +356,13 @@ impl MicroVm {
         self.bus.stats.snapshot()
     }
 
+    /// The VM's pause control, for whoever serves `runvm pause` and `runvm resume`.
+    pub fn pauser(&self) -> Pauser {
+        Pauser {
+            gate: self.gate.clone(),
+        }
+    }
+
     /// Waits up to `timeout` for the guest to stop the VM; `None` if it still runs.
     pub fn wait_stop(&self, timeout: Duration) -> Option<StopReason> {
         self.exited.recv_timeout(timeout).ok().map(|e| e.reason)
@@ -363,12 +375,31 @@ impl MicroVm {
 
     fn stop_all(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.gate.wake();
         for t in self.vcpus.drain(..) {
             // A vCPU that does not stop within a second is left detached; the process exits
             // soon after, which ends it.
             let _ = t.stop_and_join(Duration::from_secs(1));
         }
         let _ = self.event_loop.stop();
+    }
+}
+
+/// Pauses and resumes a VM's vCPUs from any thread.
+#[derive(Debug, Clone)]
+pub struct Pauser {
+    gate: Arc<Gate>,
+}
+
+impl Pauser {
+    /// Stops every vCPU between two guest instructions; fails after `limit`.
+    pub fn pause(&self, limit: Duration) -> Result<(), PauseError> {
+        self.gate.pause(kick_signal(), limit)
+    }
+
+    /// Lets the vCPUs run again.
+    pub fn resume(&self) {
+        self.gate.resume();
     }
 }
 

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::{guest_image, require_real_kvm, runvm_bin};
+use std::time::{Duration, Instant};
+
+use crate::{HANG, guest_image, require_real_kvm, runvm_bin};
 
 /// A shim's test: real KVM and the guest image checked, this process a subreaper; returns
 /// a scratch directory (removed when dropped) and the state root inside it.
@@ -18,18 +20,31 @@ pub fn as_shim() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Runs runvm; returns its exit code and stderr. Its stdout goes to `stdout`, its stderr to
-/// a file, not a pipe: a sandbox inherits both and lives on after `create` returns.
+/// a file, not a pipe: a sandbox inherits both and lives on after `create` returns. A runvm
+/// command still running after [`HANG`] is killed and fails the test.
 pub fn runvm(root: &Path, args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
     let err = tempfile::NamedTempFile::new().expect("runvm CLI");
-    let status = Command::new(runvm_bin())
+    let mut child = Command::new(runvm_bin())
         .arg("--root")
         .arg(root)
         .args(args)
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::from(err.reopen().expect("runvm CLI")))
-        .status()
+        .spawn()
         .expect("runvm CLI");
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("runvm CLI") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runvm {args:?} hung: killed after {HANG:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     (
         status.code(),
         std::fs::read_to_string(err.path()).expect("runvm CLI"),

@@ -239,6 +239,18 @@ fn run_captured_spec(
             m["source"] = source.to_str().unwrap().into();
         }
     }
+    // Docker's prestart hook is its daemon's libnetwork-setkey, which reads the state and
+    // tells the daemon the sandbox's pid: here a stand-in that must read a state naming it.
+    if let Some(hooks) = spec["hooks"]["prestart"].as_array_mut() {
+        for hook in hooks {
+            hook["path"] = "/bin/sh".into();
+            hook["args"] = serde_json::json!([
+                "libnetwork-setkey",
+                "-c",
+                "grep -q '\"status\":\"creating\"'"
+            ]);
+        }
+    }
     edit(&mut spec);
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
     run_bundle(dir.path())

@@ -74,3 +74,173 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!root.join("c3").exists());
 }
+
+/// The counter the container's process keeps in its root file system (shared with the host).
+fn counter(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the counter passes `above`; fails after a minute.
+fn counter_passes(path: &std::path::Path, above: u64) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = counter(path);
+        if n > above {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the counter stayed at {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pause_stops_a_counter_and_resume_continues_it() {
+    let (dir, root) = as_shim();
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &[
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /count.tmp; mv /count.tmp /count; sleep 0.1; done",
+        ],
+        &["PATH=/bin"],
+        "/",
+    );
+    let count = bundle.join("rootfs/count");
+    let pid = create(&root, &bundle, "p1", Stdio::null());
+    assert_eq!(
+        runvm(&root, &["pause", "p1"], Stdio::null()),
+        (Some(1), "runvm: container not running\n".into()),
+        "a created container is not paused"
+    );
+    assert_eq!(runvm(&root, &["start", "p1"], Stdio::null()).0, Some(0));
+    let running = counter_passes(&count, 2);
+
+    let (code, err) = runvm(&root, &["pause", "p1"], Stdio::null());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(state_of(&root, "p1")["status"], "paused");
+    let paused_at = counter(&count);
+    assert!(paused_at >= running);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(counter(&count), paused_at, "the counter moved while paused");
+    let (code, err) = runvm(&root, &["exec", "p1", "true"], Stdio::null());
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot exec in a paused container"), "{err}");
+    assert_eq!(
+        runvm(&root, &["pause", "p1"], Stdio::null()).1,
+        "runvm: container not running\n"
+    );
+
+    let (code, err) = runvm(&root, &["resume", "p1"], Stdio::null());
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(state_of(&root, "p1")["status"], "running");
+    counter_passes(&count, paused_at);
+    assert_eq!(
+        runvm(&root, &["resume", "p1"], Stdio::null()).1,
+        "runvm: container not paused\n"
+    );
+
+    // A paused container still dies by SIGKILL and is deleted.
+    assert_eq!(runvm(&root, &["pause", "p1"], Stdio::null()).0, Some(0));
+    assert_eq!(
+        runvm(&root, &["kill", "p1", "KILL"], Stdio::null()).0,
+        Some(0)
+    );
+    let status = wait_for(pid);
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    assert_eq!(state_of(&root, "p1")["status"], "stopped");
+    assert_eq!(runvm(&root, &["delete", "p1"], Stdio::null()).0, Some(0));
+}
+
+/// Waits (up to a minute) for `path` to exist.
+fn appears(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `runvm ps` with `args`; returns its stdout.
+fn ps(root: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> String {
+    let out = dir.join("ps.out");
+    let file = std::fs::File::create(&out).unwrap();
+    let mut all = vec!["ps"];
+    all.extend_from_slice(args);
+    let (code, err) = runvm(root, &all, Stdio::from(file));
+    assert_eq!(code, Some(0), "{err}");
+    std::fs::read_to_string(out).unwrap()
+}
+
+#[test]
+fn ps_lists_the_containers_processes_and_kill_all_reaches_each() {
+    let (dir, root) = as_shim();
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &[
+            "sh",
+            "-c",
+            "sleep 1000 & sleep 1001 & touch /ready; wait; echo done > /ended",
+        ],
+        &["PATH=/bin"],
+        "/",
+    );
+    let pid = create(&root, &bundle, "k1", Stdio::null());
+    assert_eq!(
+        runvm(&root, &["ps", "k1"], Stdio::null()).1,
+        "runvm: container not running\n"
+    );
+    assert_eq!(runvm(&root, &["start", "k1"], Stdio::null()).0, Some(0));
+    appears(&bundle.join("rootfs/ready"));
+
+    let pids: Vec<i32> =
+        serde_json::from_str(&ps(&root, dir.path(), &["--format", "json", "k1"])).unwrap();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(
+        pids.contains(&1),
+        "the init is PID 1 in its namespace: {pids:?}"
+    );
+    let table = ps(&root, dir.path(), &["k1", "-ef"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].starts_with("UID") && lines[0].ends_with("CMD"),
+        "{table}"
+    );
+    for sleeper in ["sleep 1000", "sleep 1001"] {
+        let row = lines.iter().find(|l| l.ends_with(sleeper)).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!((cols[0], cols[2]), ("0", "1"), "{row}");
+    }
+
+    // TERM to the init alone: PID 1 without a handler ignores it.
+    assert_eq!(
+        runvm(&root, &["kill", "k1", "TERM"], Stdio::null()).0,
+        Some(0)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(state_of(&root, "k1")["status"], "running");
+    // TERM to every process: the sleepers die, `wait` returns, the init ends by itself.
+    let (code, err) = runvm(&root, &["kill", "--all", "k1", "TERM"], Stdio::null());
+    assert_eq!(code, Some(0), "{err}");
+    let status = wait_for(pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{status:#x}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/ended")).unwrap(),
+        "done\n"
+    );
+    assert_eq!(runvm(&root, &["delete", "k1"], Stdio::null()).0, Some(0));
+}
