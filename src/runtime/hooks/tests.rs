@@ -24,6 +24,17 @@ fn here() -> HookPlace {
     HookPlace::here().unwrap()
 }
 
+/// Runs `stage` of `h` for a container in `d` with `status` and `pid`.
+fn run(
+    d: &tempfile::TempDir,
+    h: &Hooks,
+    stage: Stage,
+    status: Status,
+    pid: i32,
+) -> Result<(), HookError> {
+    run_stage(Some(h), stage, &state(d.path(), status, pid), &here())
+}
+
 #[test]
 fn hooks_run_in_order_with_the_oci_state_on_stdin() {
     let d = tempfile::tempdir().unwrap();
@@ -57,13 +68,7 @@ fn a_stopped_containers_state_has_no_pid() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().display();
     let h = hooks(serde_json::json!({ "poststop": [sh(&format!("cat > {out}/s"))] }));
-    run_stage(
-        Some(&h),
-        Stage::Poststop,
-        &state(d.path(), Status::Stopped, 0),
-        &here(),
-    )
-    .unwrap();
+    run(&d, &h, Stage::Poststop, Status::Stopped, 0).unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("s")).unwrap()).unwrap();
     assert_eq!(v["status"], "stopped");
@@ -79,13 +84,7 @@ fn args_zero_env_and_nothing_else_reach_the_hook() {
         "args": ["my-hook", "-c", format!("tr '\\0' ' ' < /proc/$$/cmdline > {out}/argv; env > {out}/env")],
         "env": ["HOOK_A=1", "HOOK_B=x=y"],
     }]}));
-    run_stage(
-        Some(&h),
-        Stage::Prestart,
-        &state(d.path(), Status::Creating, 1),
-        &here(),
-    )
-    .unwrap();
+    run(&d, &h, Stage::Prestart, Status::Creating, 1).unwrap();
     let argv = std::fs::read_to_string(d.path().join("argv")).unwrap();
     assert!(argv.starts_with("my-hook -c "), "{argv}");
     let env = std::fs::read_to_string(d.path().join("env")).unwrap();
@@ -104,14 +103,9 @@ fn a_failing_hook_stops_its_stage_and_says_why_in_one_line() {
         sh("echo to-out; printf 'it\\nbroke' >&2; exit 3"),
         sh(&format!("touch {out}/third")),
     ]}));
-    let e = run_stage(
-        Some(&h),
-        Stage::Prestart,
-        &state(d.path(), Status::Creating, 1),
-        &here(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = run(&d, &h, Stage::Prestart, Status::Creating, 1)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("error running prestart hook #1 (/bin/sh): "),
         "{e}"
@@ -129,14 +123,9 @@ fn a_hook_past_its_timeout_is_killed() {
     h["timeout"] = 1.into();
     let h = hooks(serde_json::json!({ "startContainer": [h] }));
     let t = Instant::now();
-    let e = run_stage(
-        Some(&h),
-        Stage::StartContainer,
-        &state(d.path(), Status::Created, 1),
-        &here(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = run(&d, &h, Stage::StartContainer, Status::Created, 1)
+        .unwrap_err()
+        .to_string();
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     assert!(e.contains("timeout of 1 s"), "{e}");
 }
@@ -175,13 +164,7 @@ fn warning_stages_run_every_hook() {
 fn a_hook_that_ignores_stdin_and_floods_stdout_does_not_block() {
     let d = tempfile::tempdir().unwrap();
     let h = hooks(serde_json::json!({ "prestart": [sh("head -c 1000000 /dev/zero")] }));
-    run_stage(
-        Some(&h),
-        Stage::Prestart,
-        &state(d.path(), Status::Creating, 1),
-        &here(),
-    )
-    .unwrap();
+    run(&d, &h, Stage::Prestart, Status::Creating, 1).unwrap();
 }
 
 #[test]
@@ -189,12 +172,6 @@ fn a_hook_that_leaves_a_process_holding_its_output_does_not_hang() {
     let d = tempfile::tempdir().unwrap();
     let h = hooks(serde_json::json!({ "prestart": [sh("sleep 30 & echo started")] }));
     let t = Instant::now();
-    run_stage(
-        Some(&h),
-        Stage::Prestart,
-        &state(d.path(), Status::Creating, 1),
-        &here(),
-    )
-    .unwrap();
+    run(&d, &h, Stage::Prestart, Status::Creating, 1).unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }

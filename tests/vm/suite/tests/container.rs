@@ -251,9 +251,30 @@ fn run_captured_spec(
             ]);
         }
     }
+    // Podman makes the container's network namespace before it calls the runtime and names
+    // it in the spec: so does this test, under a name of its own.
+    let netns = format!("runvm-test-{}-{fixture}", std::process::id());
+    let mut made_netns = false;
+    for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "network" && ns.get("path").is_some() {
+            let made = std::process::Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap();
+            assert!(made.success(), "ip netns add {netns}");
+            made_netns = true;
+            ns["path"] = format!("/run/netns/{netns}").into();
+        }
+    }
     edit(&mut spec);
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
-    run_bundle(dir.path())
+    let result = run_bundle(dir.path());
+    if made_netns {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &netns])
+            .status();
+    }
+    result
 }
 
 /// Docker's default capabilities, as /proc/self/status shows them.
