@@ -21,53 +21,57 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Pauses container `id`, which must be running.
 pub fn pause(root: &Path, id: &str) -> Result<(), String> {
-    change(root, id, Status::Running, Request::Pause, Status::Paused)
-        .map_err(|e| e.unwrap_or_else(|| "container not running".into()))
+    let from = (Status::Running, "container not running");
+    change(root, id, from, Request::Pause, Status::Paused)
 }
 
 /// Resumes container `id`, which must be paused.
 pub fn resume(root: &Path, id: &str) -> Result<(), String> {
-    change(root, id, Status::Paused, Request::Resume, Status::Running)
-        .map_err(|e| e.unwrap_or_else(|| "container not paused".into()))
+    let from = (Status::Paused, "container not paused");
+    change(root, id, from, Request::Resume, Status::Running)
 }
 
-/// Moves `id` from `from` to `to` with `request`; `Err(None)` when it is not in `from`.
+/// Moves `id` from status `from.0` (else fails with `from.1`) to `to` with `request`.
 fn change(
     root: &Path,
     id: &str,
-    from: Status,
+    from: (Status, &str),
     request: Request,
     to: Status,
-) -> Result<(), Option<String>> {
+) -> Result<(), String> {
     let store = Store::new(root);
-    let _lock = store.lock(id).map_err(|e| Some(e.to_string()))?;
-    let mut state = store.load(id).map_err(|e| Some(e.to_string()))?;
-    if state.status != from {
-        return Err(None);
+    let _lock = store.lock(id).map_err(|e| e.to_string())?;
+    let mut state = store.load(id).map_err(|e| e.to_string())?;
+    if state.status != from.0 {
+        return Err(from.1.into());
     }
-    let path = store.dir(id).join(CONTROL_SOCKET);
-    match control::ask(&path, id, &request, PATIENCE).map_err(Some)? {
-        Reply::Ok => {}
-        Reply::Error { message } => return Err(Some(message)),
-        other => return Err(Some(format!("the sandbox of {id} answered {other:?}"))),
-    }
+    ask_ok(&store, id, &request)?;
     // The process may have ended meanwhile: the sandbox's own record wins then.
-    if matches!(store.load(id), Ok(s) if s.status == from) {
+    if matches!(store.load(id), Ok(s) if s.status == from.0) {
         state.status = to;
-        store.save(&state).map_err(|e| Some(e.to_string()))?;
+        store.save(&state).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Sends `request` to the sandbox of `id`; only `Ok` is success.
+fn ask_ok(store: &Store, id: &str, request: &Request) -> Result<(), String> {
+    let path = store.dir(id).join(CONTROL_SOCKET);
+    match control::ask(&path, id, request, PATIENCE)? {
+        Reply::Ok => Ok(()),
+        Reply::Error { message } => Err(message),
+        other => Err(format!("the sandbox of {id} answered {other:?}")),
+    }
 }
 
 /// `runvm ps`: the running container's processes, as its guest lists them.
 pub fn processes(root: &Path, id: &str) -> Result<Vec<ProcessInfo>, String> {
     let store = Store::new(root);
     let state = store.load(id).map_err(|e| e.to_string())?;
-    if !matches!(state.status, Status::Running | Status::Paused) {
-        return Err("container not running".into());
-    }
-    if state.status == Status::Paused {
-        return Err("cannot list the processes of a paused container".into());
+    match state.status {
+        Status::Running => {}
+        Status::Paused => return Err("cannot list the processes of a paused container".into()),
+        _ => return Err("container not running".into()),
     }
     let path = store.dir(id).join(CONTROL_SOCKET);
     match control::ask(&path, id, &Request::Ps, PATIENCE)? {
@@ -79,11 +83,5 @@ pub fn processes(root: &Path, id: &str) -> Result<Vec<ProcessInfo>, String> {
 
 /// `runvm kill --all`: `signal` to every process of the running container.
 pub fn signal_all(root: &Path, id: &str, signal: i32) -> Result<(), String> {
-    let store = Store::new(root);
-    let path = store.dir(id).join(CONTROL_SOCKET);
-    match control::ask(&path, id, &Request::KillAll { signal }, PATIENCE)? {
-        Reply::Ok => Ok(()),
-        Reply::Error { message } => Err(message),
-        other => Err(format!("the sandbox of {id} answered {other:?}")),
-    }
+    ask_ok(&Store::new(root), id, &Request::KillAll { signal })
 }

@@ -22,7 +22,6 @@ pub enum PauseError {
 
 #[derive(Debug, Default)]
 struct Inner {
-    paused: bool,
     /// vCPU threads waiting at the gate.
     parked: usize,
     /// The live vCPU threads, by index (None once exited): kicked only while registered,
@@ -33,6 +32,9 @@ struct Inner {
 /// The pause gate of one VM.
 #[derive(Debug, Default)]
 pub struct Gate {
+    /// Closed: written only with `inner` locked, read without it first so that the vCPU
+    /// loop takes no lock while the VM runs.
+    paused: AtomicBool,
     inner: Mutex<Inner>,
     changed: Condvar,
 }
@@ -64,13 +66,16 @@ impl Gate {
     /// Where a vCPU thread waits while the VM is paused (returns at once otherwise, or when
     /// `stop` is set).
     pub fn checkpoint(&self, stop: &AtomicBool) {
+        if !self.paused.load(Ordering::SeqCst) {
+            return;
+        }
         let mut inner = self.lock();
-        if !inner.paused || stop.load(Ordering::SeqCst) {
+        if !self.paused.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
             return;
         }
         inner.parked += 1;
         self.changed.notify_all();
-        while inner.paused && !stop.load(Ordering::SeqCst) {
+        while self.paused.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
             inner = self.changed.wait(inner).unwrap_or_else(|e| e.into_inner());
         }
         inner.parked -= 1;
@@ -81,18 +86,18 @@ impl Gate {
     pub fn pause(&self, kick: libc::c_int, limit: Duration) -> Result<(), PauseError> {
         let deadline = Instant::now() + limit;
         let mut inner = self.lock();
-        inner.paused = true;
+        self.paused.store(true, Ordering::SeqCst);
         loop {
             let live: Vec<libc::pthread_t> = inner.threads.iter().flatten().copied().collect();
             if live.is_empty() {
-                inner.paused = false;
+                self.paused.store(false, Ordering::SeqCst);
                 return Err(PauseError::NotRunning);
             }
             if inner.parked >= live.len() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                inner.paused = false;
+                self.paused.store(false, Ordering::SeqCst);
                 self.changed.notify_all();
                 return Err(PauseError::Timeout(limit));
             }
@@ -111,7 +116,8 @@ impl Gate {
 
     /// Lets the vCPUs run again.
     pub fn resume(&self) {
-        self.lock().paused = false;
+        let _guard = self.lock();
+        self.paused.store(false, Ordering::SeqCst);
         self.changed.notify_all();
     }
 
@@ -122,8 +128,9 @@ impl Gate {
     }
 
     /// Whether the gate is closed.
-    pub fn is_paused(&self) -> bool {
-        self.lock().paused
+    #[cfg(test)]
+    fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 }
 
