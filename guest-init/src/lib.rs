@@ -1,6 +1,7 @@
 //! The guest side of runvm as a library: the host<->guest [`protocol`] and [`spec`], and the
-//! [`mount`] helper, shared with the host binary, which depends on this crate for them.
+//! [`mount`] and [`pty`] helpers, shared with the host binary, which depends on this crate for them.
 
 pub mod mount;
 pub mod protocol;
+pub mod pty;
 pub mod spec;

@@ -5,7 +5,9 @@
 //! powers the VM off when told to or when the host connection is lost. Run again with
 //! `--container-stage`, it is the container's set-up (`container`).
 
+mod console;
 mod container;
+mod fdpass;
 mod files;
 mod mounts;
 mod power;
@@ -119,6 +121,18 @@ fn serve(boottime: u64) -> Result<(), String> {
                     // SAFETY: kill takes no pointers.
                     unsafe { libc::kill(pid, signal) };
                 }
+                continue;
+            }
+            Some(HostMessage::Release { process }) => match processes.release(process) {
+                Ok(()) => GuestMessage::Done,
+                Err(message) => GuestMessage::Error { message },
+            },
+            Some(HostMessage::Resize {
+                process,
+                rows,
+                cols,
+            }) => {
+                processes.resize(process, rows, cols);
                 continue;
             }
             Some(HostMessage::ListProcesses) => match processes.pid(0) {

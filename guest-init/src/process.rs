@@ -7,6 +7,10 @@
 //! stage as guest-init's own child (`CLONE_PARENT`), from guest-init's binary opened before
 //! the mount namespace changed. A failure comes back as one line over a close-on-exec pipe.
 //! A waiter thread reports how each process ended.
+//!
+//! With a terminal, the stage makes the pty inside the container and passes the master back
+//! over a socket; guest-init relays it over one vsock stream (`console`). A held process
+//! (`runvm create`) stops in the stage, ready to exec, until the host releases it.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -18,8 +22,8 @@ use std::time::Duration;
 
 use guest_init::protocol::{ExecSpec, GuestMessage, write_frame};
 
-use crate::container::{ERROR_FD, SPEC_FD, STAGE_ARG};
-use crate::vsock;
+use crate::container::{CONSOLE_FD, ERROR_FD, HOLD_FD, READY, SPEC_FD, STAGE_ARG};
+use crate::{console, fdpass, vsock};
 
 /// The host's vsock context id.
 const HOST_CID: u32 = 2;
@@ -36,18 +40,48 @@ const JOINED_NAMESPACES: [&str; 4] = ["ipc", "uts", "pid", "mnt"];
 /// The most processes one container may have started through runvm at a time.
 pub const MAX_PROCESSES: usize = 1024;
 
-/// The running processes: the host's number for each, and its guest pid.
+/// The running processes, by the host's number for each.
 #[derive(Clone, Default)]
-pub struct Processes(Arc<Mutex<HashMap<u32, i32>>>);
+pub struct Processes(Arc<Mutex<HashMap<u32, Entry>>>);
+
+/// One running process.
+struct Entry {
+    /// Its guest pid.
+    pid: i32,
+    /// While it is held: the pipe whose byte releases it.
+    hold: Option<File>,
+    /// Its terminal's master.
+    console: Option<Arc<OwnedFd>>,
+}
 
 impl Processes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, i32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The guest pid of process `id`, while it runs.
     pub fn pid(&self, id: u32) -> Option<i32> {
-        self.lock().get(&id).copied()
+        self.lock().get(&id).map(|e| e.pid)
+    }
+
+    /// Lets held process `id` exec its program.
+    pub fn release(&self, id: u32) -> Result<(), String> {
+        let hold = match self.lock().get_mut(&id) {
+            Some(entry) => entry.hold.take(),
+            None => return Err(format!("process {id} is not running")),
+        };
+        let Some(mut hold) = hold else {
+            return Err(format!("process {id} is not held"));
+        };
+        hold.write_all(b"g")
+            .map_err(|e| format!("cannot release process {id}: {e}"))
+    }
+
+    /// Sets the window size of process `id`'s terminal, if it has one.
+    pub fn resize(&self, id: u32, rows: u16, cols: u16) {
+        if let Some(master) = self.lock().get(&id).and_then(|e| e.console.clone()) {
+            console::resize(&master, rows, cols);
+        }
     }
 }
 
@@ -138,31 +172,45 @@ pub fn start(
             return Err(format!("more than {MAX_PROCESSES} processes"));
         }
         match (req.join, running.get(&0)) {
-            (true, Some(&init)) => Some(Join::open(init)?),
+            (true, Some(init)) => Some(Join::open(init.pid)?),
             (true, None) => return Err("the container is not running".into()),
             (false, None) if running.is_empty() => None,
             (false, _) => return Err("the container is already running".into()),
         }
     };
     let spec = high(&spec_file(&req)?)?;
-    let mut stdio = Vec::with_capacity(3);
-    for port in req.stdio_ports {
-        let s = vsock::connect(HOST_CID, port, Duration::from_secs(5))
-            .map_err(|e| format!("cannot connect stdio port {port}: {e}"))?;
-        stdio.push(high(&s)?);
-    }
+    let stdio = Stdio::connect(&req)?;
     let (err_read, err_write) = pipe()?;
+    // The stage passes its terminal's master back on this pair.
+    let console = match req.terminal {
+        true => Some(socket_pair()?),
+        false => None,
+    };
+    // A held stage waits for a byte on this pipe.
+    let hold = match req.hold {
+        true => {
+            let (read, write) = pipe()?;
+            Some((high(&read)?, File::from(write)))
+        }
+        false => None,
+    };
     let stage_arg = CString::new(STAGE_ARG).map_err(|e| e.to_string())?;
     let argv = [SELF.as_ptr(), stage_arg.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     // Every descriptor the child moves into place, as (from, to).
-    let moves = [
-        (stdio[0].as_raw_fd(), 0),
-        (stdio[1].as_raw_fd(), 1),
-        (stdio[2].as_raw_fd(), 2),
+    let mut moves = vec![
+        (stdio.fds[0].as_raw_fd(), 0),
+        (stdio.fds[1].as_raw_fd(), 1),
+        (stdio.fds[2].as_raw_fd(), 2),
         (spec.as_raw_fd(), SPEC_FD),
         (err_write.as_raw_fd(), ERROR_FD),
     ];
+    if let Some((_, theirs)) = &console {
+        moves.push((theirs.as_raw_fd(), CONSOLE_FD));
+    }
+    if let Some((read, _)) = &hold {
+        moves.push((read.as_raw_fd(), HOLD_FD));
+    }
 
     let flags = if join.is_some() {
         0
@@ -193,7 +241,10 @@ pub fn start(
             None => unsafe { child(&moves, &argv, &envp) },
         }
     }
-    drop((err_write, spec, stdio)); // the stage holds them now; our copies would keep them open
+    // The stage holds them now; our copies would keep them open.
+    drop((err_write, spec, stdio.fds));
+    let console = console.map(|(ours, _theirs)| ours);
+    let hold = hold.map(|(_read, write)| write);
     let pid = match join {
         None => pid,
         Some(j) => {
@@ -214,18 +265,38 @@ pub fn start(
             }
         }
     };
-    let mut message = Vec::new();
-    let _ = File::from(err_read)
-        .take(MAX_ERROR)
-        .read_to_end(&mut message);
-    if !message.is_empty() {
-        let mut status = 0;
-        // SAFETY: reaping our own child; `status` is a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(String::from_utf8_lossy(&message).replace('\n', " "));
-    }
+    let master = outcome(File::from(err_read), hold.is_some()).and_then(|()| match &console {
+        Some(ours) => fdpass::recv_fd_now(ours.as_raw_fd())
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| format!("cannot receive the terminal: {e}")),
+        None => Ok(None),
+    });
+    let master = master.and_then(|m| match (&m, stdio.terminal) {
+        (Some(m), Some(stream)) => console::relay(m.clone(), stream)
+            .map(|()| Some(m.clone()))
+            .map_err(|e| format!("cannot relay the terminal: {e}")),
+        _ => Ok(None),
+    });
+    let master = match master {
+        Ok(m) => m,
+        Err(message) => {
+            let mut status = 0;
+            // SAFETY: kill and waitpid on our own child (gone already, or held): no pointers
+            // but a valid int.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(message);
+        }
+    };
     let id = req.process;
-    processes.lock().insert(id, pid);
+    let entry = Entry {
+        pid,
+        hold,
+        console: master,
+    };
+    processes.lock().insert(id, entry);
     let processes = processes.clone();
     std::thread::spawn(move || {
         let mut status = 0;
@@ -248,6 +319,73 @@ pub fn start(
         let _ = write_frame(&mut *w, &msg);
     });
     Ok(pid)
+}
+
+/// A process's stdio as the stage gets it: three vsock streams, or with a terminal
+/// /dev/null until the pty's slave replaces it, and the one stream the master is relayed on.
+struct Stdio {
+    fds: [OwnedFd; 3],
+    terminal: Option<File>,
+}
+
+impl Stdio {
+    fn connect(req: &ExecSpec) -> Result<Stdio, String> {
+        let connect = |port: u32| {
+            vsock::connect(HOST_CID, port, Duration::from_secs(5))
+                .map_err(|e| format!("cannot connect stdio port {port}: {e}"))
+        };
+        if req.terminal {
+            let stream = connect(req.stdio_ports[0])?;
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("open /dev/null: {e}"))?;
+            let null = high(&null)?;
+            let fds = [high(&null)?, high(&null)?, null];
+            return Ok(Stdio {
+                fds,
+                terminal: Some(stream),
+            });
+        }
+        let mut fds = Vec::with_capacity(3);
+        for port in req.stdio_ports {
+            fds.push(high(&connect(port)?)?);
+        }
+        let fds = fds
+            .try_into()
+            .map_err(|_| "three stdio streams".to_owned())?;
+        Ok(Stdio {
+            fds,
+            terminal: None,
+        })
+    }
+}
+
+/// A Unix socket pair, both ends close-on-exec at or above [`HIGH_FD`].
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), String> {
+    let (a, b) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    Ok((high(&a)?, high(&b)?))
+}
+
+/// What the stage said on its error pipe: nothing before it exec'd (the pipe closes on
+/// exec), or held, the [`READY`] byte once prepared; anything else is why it failed.
+fn outcome(err: File, held: bool) -> Result<(), String> {
+    let mut message = Vec::new();
+    let mut err = err.take(MAX_ERROR);
+    if held {
+        let mut first = [0u8; 1];
+        match err.read(&mut first) {
+            Ok(1) if first[0] == READY => return Ok(()),
+            Ok(1) => message.push(first[0]),
+            _ => return Err("the container stage ended before it was ready".into()),
+        }
+    }
+    let _ = err.read_to_end(&mut message);
+    if message.is_empty() {
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&message).replace('\n', " "))
 }
 
 /// The helper of a joining process: enters the container's namespaces, forks the stage as

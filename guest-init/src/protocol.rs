@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::spec::ExecSpec;
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
@@ -42,7 +42,7 @@ pub enum GuestMessage {
     PoweringOff,
     /// A request succeeded and has nothing to return.
     Done,
-    /// The process of [`HostMessage::Exec`] is running.
+    /// The process of [`HostMessage::Exec`] is running (or, held, ready to exec).
     Started {
         /// Its pid in the guest.
         pid: i32,
@@ -138,6 +138,21 @@ pub enum HostMessage {
     },
     /// List the container's processes (`runvm ps`).
     ListProcesses,
+    /// Let a process started with [`ExecSpec::hold`] exec its program (`runvm start`).
+    Release {
+        /// The host's number for the process.
+        process: u32,
+    },
+    /// Set the window size of a process's terminal ([`ExecSpec::terminal`]). Not answered:
+    /// the process may have just ended.
+    Resize {
+        /// The host's number for the process.
+        process: u32,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// Write a guest file (for diagnostics and tests).
     WriteFile {
         /// The guest path.

@@ -70,6 +70,18 @@ pub struct ExecSpec {
     /// Written to `/proc/self/oom_score_adj`.
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// Give the process a terminal: the stage makes a pty in the container's devpts, the
+    /// slave becomes the process's stdin, stdout, stderr and controlling terminal, and
+    /// guest-init relays the master over the one stream of `stdio_ports[0]`.
+    #[serde(default)]
+    pub terminal: bool,
+    /// The terminal's first window size, `(rows, columns)`.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// Stop once the process is ready to exec and wait for the host's release (`runvm
+    /// create` prepares, `runvm start` releases).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 /// One mount inside the container.

@@ -71,7 +71,8 @@ pub struct Hello {
     pub online_cpus: u32,
 }
 
-/// Sends signals to one of the guest's processes (the guest does not answer them).
+/// Sends signals and window sizes to one of the guest's processes (the guest does not
+/// answer them).
 #[derive(Clone)]
 pub struct Signaller {
     writer: Arc<Mutex<UnixStream>>,
@@ -89,14 +90,26 @@ impl Signaller {
         self.send(signal, true)
     }
 
+    /// Sets the window size of the process's terminal.
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.write(&HostMessage::Resize {
+            process: self.process,
+            rows,
+            cols,
+        })
+    }
+
     fn send(&self, signal: i32, all: bool) -> std::io::Result<()> {
-        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let msg = HostMessage::Signal {
+        self.write(&HostMessage::Signal {
             process: self.process,
             signal,
             all,
-        };
-        write_frame(&mut &*w, &msg)
+        })
+    }
+
+    fn write(&self, msg: &HostMessage) -> std::io::Result<()> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_frame(&mut &*w, msg)
     }
 }
 
@@ -310,6 +323,11 @@ impl Agent {
             }
             vm_alive()?;
         }
+    }
+
+    /// Lets process `process`, started held ([`ExecSpec::hold`]), exec its program.
+    pub fn release(&self, process: u32, timeout: Duration) -> Result<(), AgentError> {
+        self.request_done(&HostMessage::Release { process }, timeout)
     }
 
     /// A handle that sends signals to process `process` from another thread.

@@ -26,7 +26,7 @@ pub struct CreateArgs {
     /// Write the container's host pid here once it is created.
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
-    /// A socket to send a terminal's master to (not supported yet).
+    /// A Unix socket the terminal's master is sent to (the spec asks for a terminal).
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
     /// Accepted for runc compatibility (runvm never pivots: the guest's root is an initramfs).
@@ -58,6 +58,9 @@ pub struct SandboxArgs {
     /// The descriptor of the pipe to `runvm create`.
     #[arg(long = "ready-fd")]
     ready_fd: i32,
+    /// Where the terminal's master goes.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
     /// The container id.
     id: String,
 }
@@ -68,9 +71,6 @@ const MAX_ANSWER: u64 = 64 << 10;
 /// Forks the sandbox, waits until it reports the container created, writes the pid file.
 pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
     validate_id(&args.id)?;
-    if args.console_socket.is_some() {
-        bail!("--console-socket is not supported by runvm yet");
-    }
     if args.preserve_fds != 0 {
         bail!("--preserve-fds is not supported by runvm yet");
     }
@@ -104,8 +104,13 @@ pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
         .arg("--bundle")
         .arg(&bundle)
         .arg("--ready-fd")
-        .arg(write_end.as_raw_fd().to_string())
-        .arg(&args.id)
+        .arg(write_end.as_raw_fd().to_string());
+    if let Some(socket) = &args.console_socket {
+        // Absolute: the path must not depend on where the sandbox works.
+        cmd.arg("--console-socket")
+            .arg(std::path::absolute(socket)?);
+    }
+    cmd.arg(&args.id)
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
@@ -154,6 +159,7 @@ pub fn sandbox(args: &SandboxArgs, root: &Path, debug: bool) -> anyhow::Result<E
         root: root.to_owned(),
         debug,
         ready: Some(ready),
+        console_socket: args.console_socket.clone(),
     };
     let dir = root.join(&args.id);
     let exit = match run::run(opts) {

@@ -13,13 +13,13 @@ use oci_spec::runtime::{Capability, Process, User};
 use super::Cli;
 use crate::runtime::bundle::Bundle;
 use crate::runtime::exec::{self, ExecOptions, Outcome};
-use crate::runtime::run::validate_id;
+use crate::runtime::run::{tty_target, validate_id};
 use crate::runtime::state::Store;
 
 /// Flags of `runvm exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// A socket to send a terminal's master to (not supported yet).
+    /// A Unix socket the terminal's master is sent to.
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
     /// The working directory.
@@ -28,7 +28,7 @@ pub struct ExecArgs {
     /// Environment variables to add (`NAME=value`).
     #[arg(long, short)]
     env: Vec<String>,
-    /// Allocate a terminal (not supported yet).
+    /// Allocate a terminal.
     #[arg(long, short)]
     tty: bool,
     /// The user, `UID[:GID]`.
@@ -77,21 +77,27 @@ pub struct ExecArgs {
 /// Runs the process and ends as it did (foreground) or once it runs (`--detach`).
 pub fn exec(args: &ExecArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
     validate_id(&args.id)?;
-    if args.console_socket.is_some() || args.tty {
-        bail!("--tty and --console-socket are not supported by runvm exec yet");
-    }
     if args.preserve_fds != 0 {
         bail!("--preserve-fds is not supported by runvm yet");
     }
     let _ = (&args.process_label, &args.apparmor, &args.cgroup);
     let _ = args.ignore_paused;
-    let process = process(args, cli)?;
+    let mut process = process(args, cli)?;
+    if args.tty {
+        process.set_terminal(Some(true));
+    }
+    let tty = tty_target(
+        process.terminal() == Some(true),
+        args.console_socket.as_deref(),
+        args.detach,
+    )?;
     let opts = ExecOptions {
         root: cli.root.clone(),
         id: args.id.clone(),
         process,
         detach: args.detach,
         pid_file: args.pid_file.clone(),
+        tty,
     };
     match exec::exec(&opts)? {
         Outcome::Detached => Ok(ExitCode::SUCCESS),

@@ -17,6 +17,9 @@ pub struct RunArgs {
     /// Write this process's pid here.
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
+    /// A Unix socket the terminal's master is sent to (else the terminal is runvm's own).
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
     /// The container id.
     id: String,
 }
@@ -30,6 +33,7 @@ pub fn run(args: &RunArgs, root: &std::path::Path, debug: bool) -> anyhow::Resul
         root: root.to_owned(),
         debug,
         ready: None,
+        console_socket: args.console_socket.clone(),
     };
     let status = run::run(opts)?.status();
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))

@@ -32,6 +32,13 @@ pub enum Request {
         /// The signal number.
         signal: i32,
     },
+    /// Set the window size of the terminal of the process this connection exec'd.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
     /// Pause the VM's vCPUs (`runvm pause`).
     Pause,
     /// List the container's processes (`runvm ps`).

@@ -1,7 +1,9 @@
 //! `runvm exec`'s relay: the host process that stands for a process exec'd in a running
 //! container. It asks the container's sandbox (over the control socket) to start the
 //! process, receives the process's stdin, stdout and stderr vsock streams and relays them to
-//! its own, forwards the signals it receives, and ends as the process did. Detached
+//! its own (or its one terminal stream, to a `--console-socket` pty or to its own
+//! terminal, with window sizes), forwards the signals it receives, and ends as the process
+//! did. Detached
 //! (`--detach`), it forks first: the child relays, the parent returns once the process runs
 //! and the pid file (the child's pid) is written.
 
@@ -19,6 +21,7 @@ use super::relay;
 use super::run::{Exit, write_pid_file_for};
 use super::sandbox::CONTROL_SOCKET;
 use super::state::{Status, Store};
+use super::tty::{Terminal, TtyTarget};
 
 /// How long the sandbox may take to start the process.
 const START_PATIENCE: Duration = Duration::from_secs(120);
@@ -69,6 +72,8 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Where the relay's pid goes.
     pub pid_file: Option<PathBuf>,
+    /// Where the process's terminal goes, when it has one.
+    pub tty: Option<TtyTarget>,
 }
 
 /// How `exec` ended for this process.
@@ -164,8 +169,25 @@ fn relay_process(
         UnixStream::connect(store.dir(&opts.id).join(CONTROL_SOCKET)).map_err(unreachable)?;
     conn.set_read_timeout(Some(START_PATIENCE))
         .map_err(unreachable)?;
+    let terminal = opts
+        .tty
+        .as_ref()
+        .map(Terminal::open)
+        .transpose()
+        .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+    let mut process = opts.process.clone();
+    process.set_terminal(Some(terminal.is_some()));
+    let size = terminal.as_ref().and_then(Terminal::size);
+    if let (None, Some((rows, cols))) = (process.console_size(), size) {
+        let size = oci_spec::runtime::BoxBuilder::default()
+            .height(u64::from(rows))
+            .width(u64::from(cols))
+            .build()
+            .map_err(|e| ExecError::Sandbox(e.to_string()))?;
+        process.set_console_size(Some(size));
+    }
     let request = Request::Exec {
-        process: Box::new(opts.process.clone()),
+        process: Box::new(process),
     };
     control::send(&conn, &request).map_err(unreachable)?;
     match control::recv::<Reply>(&conn).map_err(unreachable)? {
@@ -178,24 +200,31 @@ fn relay_process(
             ));
         }
     }
-    let fds = control::recv_fds(&conn, 3).map_err(unreachable)?;
+    let fds =
+        control::recv_fds(&conn, relay::stream_count(terminal.is_some())).map_err(unreachable)?;
     if let Some(p) = &opts.pid_file {
         write_pid_file_for(p, std::process::id()).map_err(io_err("cannot write the pid file"))?;
     }
     if let Some(mut ready) = ready.take() {
         let _ = ready.write_all(b"ok\n");
     }
-    let [stdin, stdout, stderr] = streams(fds)?;
-    relay::spawn_stdin_relay(stdin);
-    let out = relay::spawn_output_relay(stdout, io::stdout);
-    let err = relay::spawn_output_relay(stderr, io::stderr);
+    let streams = fds.into_iter().map(UnixStream::from).collect();
+    let outputs = relay::relay_streams(streams, terminal.as_ref())
+        .map_err(io_err("cannot relay the process's stdio"))?;
     let writer = conn.try_clone().map_err(unreachable)?;
-    relay::spawn_signal_forwarder(signals, move |signal| {
-        control::send(&writer, &Request::Signal { signal })
-    });
+    let resizer = conn.try_clone().map_err(unreachable)?;
+    if let Some((rows, cols)) = terminal.as_ref().and_then(Terminal::size) {
+        control::send(&resizer, &Request::Resize { rows, cols }).map_err(unreachable)?;
+    }
+    relay::spawn_forwarder(
+        signals,
+        terminal.as_ref().map(Terminal::sizer),
+        move |signal| control::send(&writer, &Request::Signal { signal }),
+        move |rows, cols| control::send(&resizer, &Request::Resize { rows, cols }),
+    );
     conn.set_read_timeout(None).map_err(unreachable)?;
     let end = control::recv::<Reply>(&conn).map_err(unreachable)?;
-    relay::drain([out, err], DRAIN);
+    relay::drain(outputs, DRAIN);
     match end {
         Some(Reply::Exited { code, signal }) => Ok(Exit { code, signal }),
         Some(Reply::Error { message }) => Err(ExecError::Sandbox(message)),
@@ -204,11 +233,4 @@ fn relay_process(
             "the container's sandbox ended before the process did".into(),
         )),
     }
-}
-
-fn streams(fds: Vec<OwnedFd>) -> Result<[UnixStream; 3], ExecError> {
-    let streams: Vec<UnixStream> = fds.into_iter().map(UnixStream::from).collect();
-    streams
-        .try_into()
-        .map_err(|_| ExecError::Sandbox("the sandbox sent the wrong descriptors".into()))
 }

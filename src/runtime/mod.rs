@@ -16,3 +16,4 @@ pub mod signals;
 pub mod sizing;
 pub mod spec;
 pub mod state;
+pub mod tty;

@@ -23,6 +23,7 @@ use super::shared_dir::{ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
 use super::state::{ContainerState, StateError, Store};
+use super::tty::{Terminal, TtyTarget};
 use crate::agent::{Agent, AgentError};
 use crate::config::{Config, ConfigError};
 use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
@@ -74,6 +75,9 @@ pub enum RunError {
     /// The VM.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The terminal the spec asks for.
+    #[error("{0}")]
+    Tty(String),
     /// The process could not start (runc's words follow).
     #[error("unable to start container process: {0}")]
     Start(String),
@@ -118,6 +122,8 @@ pub struct RunOptions {
     pub debug: bool,
     /// The pipe to `runvm create` when this process is a container's sandbox.
     pub ready: Option<std::fs::File>,
+    /// Where the terminal's master goes (`--console-socket`).
+    pub console_socket: Option<PathBuf>,
 }
 
 /// How the container's process ended.
@@ -165,11 +171,17 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let size = sizing::vm_size(&bundle.spec, host_cpus)?;
         let config = Config::load()?;
+        let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal());
+        let tty = tty_target(
+            terminal == Some(true),
+            opts.console_socket.as_deref(),
+            ready.is_some(),
+        )?;
         // Still one thread: every thread to come starts in the container's namespace.
         netns::enter(&bundle.spec)?;
-        Ok((bundle, size, config))
+        Ok((bundle, size, config, tty))
     });
-    let (bundle, size, config) = match checked {
+    let (bundle, size, config, tty) = match checked {
         Ok(c) => c,
         Err(e) => {
             // A sandbox's `create` waits for the reason.
@@ -219,6 +231,7 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         debug: opts.debug,
         pid_file: opts.pid_file.as_deref(),
         signals,
+        tty,
     };
     let result = SharedDir::create(&share, &bundle.root, &spec::host_binds(&bundle))
         .map_err(RunError::from)
@@ -234,6 +247,28 @@ struct Run<'a> {
     debug: bool,
     pid_file: Option<&'a Path>,
     signals: libc::sigset_t,
+    tty: Option<TtyTarget>,
+}
+
+/// Where a process's terminal goes, with runc's rules: a detached process (a sandbox, a
+/// detached exec) needs a console socket for its terminal, and a console socket needs a
+/// terminal to carry.
+pub fn tty_target(
+    terminal: bool,
+    console_socket: Option<&Path>,
+    detached: bool,
+) -> Result<Option<TtyTarget>, RunError> {
+    match (terminal, console_socket) {
+        (true, Some(socket)) => Ok(Some(TtyTarget::Socket(socket.to_owned()))),
+        (true, None) if detached => Err(RunError::Tty(
+            "cannot allocate tty if runvm will detach without setting console socket".into(),
+        )),
+        (true, None) => Ok(Some(TtyTarget::Own)),
+        (false, Some(_)) => Err(RunError::Tty(
+            "cannot use console socket if runvm will not detach or allocate tty".into(),
+        )),
+        (false, None) => Ok(None),
+    }
 }
 
 /// Writes `pid` to `path` atomically, mode 0644 whatever the umask (virtio-fs's
@@ -272,13 +307,25 @@ fn in_vm(
         .iter()
         .map(|b| format!("{GUEST_SHARE}/{}", b.display()))
         .collect();
-    let exec = spec::exec_spec(
+    let mut exec = spec::exec_spec(
         bundle,
         process,
         &format!("{GUEST_SHARE}/rootfs"),
         &binds,
         STDIO_PORTS,
     )?;
+    // Prepared at create, released at start.
+    exec.hold = true;
+    // The console socket gets its master now, during create, as runc sends it.
+    let terminal = opts
+        .tty
+        .as_ref()
+        .map(Terminal::open)
+        .transpose()
+        .map_err(|e| RunError::Tty(e.to_string()))?;
+    if exec.console_size.is_none() {
+        exec.console_size = terminal.as_ref().and_then(Terminal::size);
+    }
     let vm = MicroVm::start(&VmConfig {
         kernel: config.kernel,
         initramfs: Some(config.initramfs),
@@ -296,10 +343,32 @@ fn in_vm(
     let agent = Arc::new(Agent::accept(&vm, GUEST_PATIENCE)?);
     let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
-    let listeners = relay::listen_stdio(vm.vsock(), STDIO_PORTS)
+    let ports = &STDIO_PORTS[..relay::stream_count(exec.terminal)];
+    let listeners = relay::listen_stdio(vm.vsock(), ports)
         .map_err(io_err("cannot listen for the process's stdio"))?;
-    tracker.before_exec()?;
+    tracker.before_prepare()?;
     agent.exec(exec, t)?;
+    let streams = relay::accept_stdio(&listeners, t).map_err(|e| RunError::Start(e.to_string()))?;
+    drop(listeners);
+    // Output flows once the process is released; signals reach it (held, as the init of its
+    // pid namespace, it takes none but those it could not refuse).
+    let outputs = relay::relay_streams(streams, terminal.as_ref())
+        .map_err(io_err("cannot relay the process's stdio"))?;
+    let signaller = agent.signaller(0);
+    if let Some((rows, cols)) = terminal.as_ref().and_then(Terminal::size) {
+        signaller
+            .resize(rows, cols)
+            .map_err(io_err("cannot size the terminal"))?;
+    }
+    let resizer = signaller.clone();
+    relay::spawn_forwarder(
+        opts.signals,
+        terminal.as_ref().map(Terminal::sizer),
+        move |sig| signaller.signal(sig),
+        move |rows, cols| resizer.resize(rows, cols),
+    );
+    tracker.created()?;
+    agent.release(0, t)?;
     if let Some(control) = tracker.started()? {
         let joined = serve::Joined {
             bundle: bundle.clone(),
@@ -314,20 +383,12 @@ fn in_vm(
             joined,
         );
     }
-    let [stdin, stdout, stderr] =
-        relay::accept_stdio(&listeners, t).map_err(|e| RunError::Start(e.to_string()))?;
-    drop(listeners);
-    relay::spawn_stdin_relay(stdin);
-    let out = relay::spawn_output_relay(stdout, io::stdout);
-    let err = relay::spawn_output_relay(stderr, io::stderr);
-    let signaller = agent.signaller(0);
-    relay::spawn_signal_forwarder(opts.signals, move |sig| signaller.signal(sig));
 
     let (code, signal) = agent.wait_exit(0, || match vm.wait_stop(Duration::ZERO) {
         Some(reason) => Err(AgentError::vm_stopped(&vm, &reason, "process exited")),
         None => Ok(()),
     })?;
-    relay::drain([out, err], DRAIN);
+    relay::drain(outputs, DRAIN);
     agent.power_off(t)?;
     let _ = vm.wait_stop(t);
     vm.shutdown();

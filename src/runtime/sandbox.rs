@@ -4,9 +4,9 @@
 //! created, waits for `runvm start` on `<root>/<id>/control.sock`, and keeps its stopped
 //! state for `runvm delete`).
 //!
-//! Today the sandbox boots the VM, mounts the share and opens the stdio ports before it
-//! reports `created`; the container set-up in the guest runs at `start` (on hardware KVM a
-//! matter of milliseconds). runc prepares the process at create and only execs at start.
+//! As runc prepares its init at create and only lets it exec at start, the sandbox boots
+//! the VM, has the guest set the whole container up with the process held just before its
+//! exec, connects its stdio, and only then reports `created`; `start` releases it.
 
 use std::fs::File;
 use std::io::Write;
@@ -97,10 +97,8 @@ impl Tracker {
         Ok(())
     }
 
-    /// Everything is ready for the exec: the create-time hooks run, the control socket
-    /// listens; a sandbox records `created`, tells `create`, and waits for `runvm start`;
-    /// the startContainer hooks run last.
-    pub fn before_exec(&mut self) -> Result<(), RunError> {
+    /// The guest is about to prepare the process: the create-time hooks run.
+    pub fn before_prepare(&mut self) -> Result<(), RunError> {
         for stage in [
             Stage::Prestart,
             Stage::CreateRuntime,
@@ -108,7 +106,13 @@ impl Tracker {
         ] {
             self.hooks(stage, Status::Creating)?;
         }
-        self.save_poststop()?;
+        self.save_poststop()
+    }
+
+    /// The process is prepared, held before its exec: the control socket listens; a
+    /// sandbox records `created`, tells `create`, and waits for `runvm start`; the
+    /// startContainer hooks run last, before the release.
+    pub fn created(&mut self) -> Result<(), RunError> {
         let path = self.dir().join(CONTROL_SOCKET);
         let listener = UnixListener::bind(&path).map_err(|source| RunError::Io {
             what: "cannot listen on the control socket",

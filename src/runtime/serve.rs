@@ -85,8 +85,8 @@ impl Server {
             Ok(Some(Request::Start)) => Reply::Error {
                 message: "cannot start an already running container".into(),
             },
-            Ok(Some(Request::Signal { .. })) => Reply::Error {
-                message: "no process to signal on this connection".into(),
+            Ok(Some(Request::Signal { .. } | Request::Resize { .. })) => Reply::Error {
+                message: "no process on this connection".into(),
             },
             Ok(Some(Request::Pause)) => match self.pauser.pause(PAUSE_PATIENCE) {
                 Ok(()) => Reply::Ok,
@@ -130,6 +130,7 @@ impl Server {
             .map_err(|e| e.to_string())?;
         spec.process = id;
         spec.join = true;
+        let ports = &ports[..relay::stream_count(spec.terminal)];
         let listeners = relay::listen_stdio(&self.vsock, ports)
             .map_err(|e| format!("cannot listen for the process's stdio: {e}"))?;
         let pid = self.agent.exec(spec, GUEST_PATIENCE).map_err(|e| match e {
@@ -144,13 +145,18 @@ impl Server {
             .and_then(|()| control::send_fds(conn, &fds))
             .map_err(|e| format!("cannot hand the process's stdio over: {e}"))?;
         drop(streams);
-        // Signals from the relay, until it closes its side.
+        // Signals and window sizes from the relay, until it closes its side.
         let signaller = self.agent.signaller(id);
         if let Ok(reader) = conn.try_clone() {
             let _ = reader.set_read_timeout(None);
             std::thread::spawn(move || {
-                while let Ok(Some(Request::Signal { signal })) = control::recv(&reader) {
-                    if signaller.signal(signal).is_err() {
+                loop {
+                    let sent = match control::recv(&reader) {
+                        Ok(Some(Request::Signal { signal })) => signaller.signal(signal),
+                        Ok(Some(Request::Resize { rows, cols })) => signaller.resize(rows, cols),
+                        _ => return,
+                    };
+                    if sent.is_err() {
                         return;
                     }
                 }

@@ -68,6 +68,25 @@ pub fn with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
     env
 }
 
+/// runc's create-time check that the program exists, so that a held process fails at
+/// `create` rather than at `start`; the exec itself reports any other problem.
+pub fn check_found(args: &[String], env: &[String], cwd: &str) -> Result<(), String> {
+    let Some(name) = args.first() else {
+        return Err("exec: no command given".into());
+    };
+    let found = candidates(name, env).iter().any(|c| {
+        match std::fs::metadata(std::path::Path::new(cwd).join(c)) {
+            Ok(m) => m.is_file(),
+            Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+        }
+    });
+    if found {
+        Ok(())
+    } else {
+        Err(exec_error(name, libc::ENOENT))
+    }
+}
+
 /// Enters `cwd` and execs `args` with `env`; returns only on failure, with runc's message.
 pub fn exec(args: &[String], env: &[String], cwd: &str) -> String {
     if let Err(e) = std::env::set_current_dir(cwd) {

@@ -9,8 +9,10 @@
 //! Its stdio are already the process's vsock streams. It reads the [`ExecSpec`] from
 //! [`SPEC_FD`], sets everything up in runc's order and execs the process; on any failure
 //! it writes one line to [`ERROR_FD`] (close-on-exec, so a successful exec closes it with
-//! nothing written) and exits.
+//! nothing written) and exits. Held ([`ExecSpec::hold`]), it writes [`READY`] there once
+//! everything but the exec is done and waits for guest-init's byte on [`HOLD_FD`].
 
+mod console;
 mod devices;
 mod exec;
 mod identity;
@@ -30,11 +32,20 @@ pub const STAGE_ARG: &str = "--container-stage";
 pub const SPEC_FD: i32 = 3;
 /// Descriptor the stage reports a failure on.
 pub const ERROR_FD: i32 = 4;
+/// Descriptor the stage sends its terminal's master on (with a terminal).
+pub const CONSOLE_FD: i32 = 5;
+/// Descriptor a held stage waits on for its release.
+pub const HOLD_FD: i32 = 6;
+/// What a held stage writes on [`ERROR_FD`] once it is ready to exec.
+pub const READY: u8 = 0;
 
 /// Runs the stage; never returns.
 pub fn stage() -> ! {
-    // SAFETY: fcntl on a descriptor number; harmless if it is not open.
-    unsafe { libc::fcntl(ERROR_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // The process must inherit none of them.
+    for fd in [ERROR_FD, CONSOLE_FD, HOLD_FD] {
+        // SAFETY: fcntl on a descriptor number; harmless if it is not open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let message = match set_up_and_exec() {
         Err(message) | Ok(message) => message,
     };
@@ -104,8 +115,15 @@ fn set_up_and_exec() -> Result<String, String> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj: {e}"))?;
     }
-    if !spec.join {
-        set_up_container(&spec)?;
+    let pty = if spec.join {
+        spec.terminal
+            .then(|| console::open(spec.console_size))
+            .transpose()?
+    } else {
+        set_up_container(&spec)?
+    };
+    if let Some(pty) = pty {
+        pty.attach(spec.user.uid)?;
     }
     identity::set_rlimits(&spec.rlimits)?;
     let env = exec::with_home(spec.env.clone(), spec.user.uid);
@@ -115,6 +133,10 @@ fn set_up_and_exec() -> Result<String, String> {
     }
     identity::switch_user(&spec.user, spec.capabilities.as_ref(), last_cap)?;
     identity::set_umask(spec.user.umask);
+    if spec.hold {
+        exec::check_found(&spec.args, &env, &spec.cwd)?;
+        wait_for_release()?;
+    }
     if spec.no_new_privileges {
         identity::no_new_privileges()?;
         if let Some(s) = &spec.seccomp {
@@ -124,9 +146,30 @@ fn set_up_and_exec() -> Result<String, String> {
     Ok(exec::exec(&spec.args, &env, &spec.cwd))
 }
 
+/// Tells guest-init the process is ready and waits for its release; from then on a
+/// failure is told on the process's stderr, as nobody waits on [`ERROR_FD`] any more.
+fn wait_for_release() -> Result<(), String> {
+    // SAFETY: File takes over ERROR_FD only for this write and gives it back unclosed.
+    let mut err = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(ERROR_FD) });
+    err.write_all(&[READY])
+        .map_err(|e| format!("cannot report ready: {e}"))?;
+    // SAFETY: File takes over HOLD_FD, ours for this one read, and closes it.
+    let mut hold = unsafe { File::from_raw_fd(HOLD_FD) };
+    let mut byte = [0u8; 1];
+    if !matches!(hold.read(&mut byte), Ok(1)) {
+        // guest-init is gone: nobody will release us.
+        // SAFETY: ends the stage without running exit handlers.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: dup3 of stderr onto ERROR_FD, close-on-exec like the pipe it replaces.
+    unsafe { libc::dup3(2, ERROR_FD, libc::O_CLOEXEC) };
+    Ok(())
+}
+
 /// The container's namespaces' contents, in runc's order: sysctls, hostname, the root and
-/// its mounts, devices, masked and read-only paths, the working directory.
-fn set_up_container(spec: &ExecSpec) -> Result<(), String> {
+/// its mounts, devices, masked and read-only paths, the working directory, then the
+/// terminal (returned for the process to take) before the root is sealed.
+fn set_up_container(spec: &ExecSpec) -> Result<Option<console::Pty>, String> {
     // While the guest's /proc and the share are still reachable.
     let binds = rootfs::open_bind_sources(&spec.mounts)?;
     for (key, value) in &spec.sysctl {
@@ -144,6 +187,13 @@ fn set_up_container(spec: &ExecSpec) -> Result<(), String> {
     rootfs::readonly_paths(&spec.readonly_paths)?;
     rootfs::mask_paths(&spec.masked_paths)?;
     exec::make_cwd(&spec.cwd)?;
+    let pty = spec
+        .terminal
+        .then(|| console::open(spec.console_size))
+        .transpose()?;
+    if let Some(pty) = &pty {
+        pty.mount_console()?;
+    }
     rootfs::finish_root(spec)?;
-    Ok(())
+    Ok(pty)
 }

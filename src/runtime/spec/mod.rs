@@ -116,7 +116,18 @@ pub fn exec_spec(
             .and_then(|l| l.readonly_paths().clone())
             .unwrap_or_default(),
         oom_score_adj: process.oom_score_adj(),
+        terminal: process.terminal() == Some(true),
+        console_size: process
+            .console_size()
+            .as_ref()
+            .map(|b| (clamp16(b.height()), clamp16(b.width()))),
+        hold: false,
     })
+}
+
+/// A window dimension as the kernel's 16-bit field holds it.
+fn clamp16(n: u64) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 fn guest_mounts(spec: &Spec, binds: &[String]) -> Result<Vec<MountSpec>, SpecError> {

@@ -4,6 +4,7 @@
 //! the L1 test VM (`tests/vm/run` decides). Anywhere else they fail loudly at their first
 //! line; they never skip.
 
+pub mod console;
 pub mod shim;
 
 use std::path::PathBuf;
@@ -67,7 +68,8 @@ pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &
         .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
     for applet in [
         "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
-        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut", "wc", "mv",
+        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut", "wc", "mv", "stty",
+        "tty",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }

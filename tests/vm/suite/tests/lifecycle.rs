@@ -73,6 +73,31 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     assert_eq!(code, Some(1));
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!root.join("c3").exists());
+
+    // The guest prepares the process at create: a program that is not there fails create
+    // (runc's words), and the sandbox and its VM are gone with it.
+    let bundle = busybox_bundle(&dir.path().join("b4"), &["nope"], &["PATH=/bin"], "/");
+    let (code, err) = runvm(
+        &root,
+        &["create", "-b", bundle.to_str().unwrap(), "c4"],
+        Stdio::null(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("exec: \"nope\": executable file not found in $PATH"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!root.join("c4").exists());
+    let root_text = root.to_str().unwrap();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !(cmdline.contains("sandbox") && cmdline.contains(root_text)),
+            "a sandbox is left: {cmdline}"
+        );
+    }
 }
 
 /// The counter the container's process keeps in its root file system (shared with the host).
