@@ -5,6 +5,7 @@
 //! powers the VM off when told to or when the host connection is lost. Run again with
 //! `--container-stage`, it is the container's set-up (`container`).
 
+mod cgroup;
 mod console;
 mod container;
 mod fdpass;
@@ -49,6 +50,9 @@ fn main() -> ExitCode {
     let boottime = power::boottime_ns();
     if let Err(e) = mounts::mount_basics() {
         log(&format!("cannot mount the basics: {e}"));
+    }
+    if let Err(e) = cgroup::set_up() {
+        log(&format!("cannot make the container's cgroup: {e}"));
     }
     if let Err(e) = serve(boottime) {
         log(&e);
@@ -123,6 +127,11 @@ fn serve(boottime: u64) -> Result<(), String> {
                 }
                 continue;
             }
+            Some(HostMessage::Update(resources)) => match cgroup::apply(&resources) {
+                Ok(()) => GuestMessage::Done,
+                Err(message) => GuestMessage::Error { message },
+            },
+            Some(HostMessage::Stats) => GuestMessage::Stats(Box::new(cgroup::stats())),
             Some(HostMessage::Release { process }) => match processes.release(process) {
                 Ok(()) => GuestMessage::Done,
                 Err(message) => GuestMessage::Error { message },

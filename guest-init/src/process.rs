@@ -23,7 +23,7 @@ use std::time::Duration;
 use guest_init::protocol::{ExecSpec, GuestMessage, write_frame};
 
 use crate::container::{CONSOLE_FD, ERROR_FD, HOLD_FD, READY, SPEC_FD, STAGE_ARG};
-use crate::{console, fdpass, vsock};
+use crate::{cgroup, console, fdpass, vsock};
 
 /// The host's vsock context id.
 const HOST_CID: u32 = 2;
@@ -178,6 +178,9 @@ pub fn start(
             (false, _) => return Err("the container is already running".into()),
         }
     };
+    if let (false, Some(r)) = (req.join, &req.resources) {
+        cgroup::apply(r)?;
+    }
     let spec = high(&spec_file(&req)?)?;
     let stdio = Stdio::connect(&req)?;
     let (err_read, err_write) = pipe()?;
@@ -402,6 +405,7 @@ unsafe fn join_child(
 ) -> ! {
     // SAFETY: raw system calls on descriptors and strings prepared before the fork.
     unsafe {
+        enter_cgroup();
         for ns in &join.namespaces {
             if libc::setns(ns.as_raw_fd(), 0) != 0 {
                 let msg = b"cannot join the container's namespaces";
@@ -444,6 +448,22 @@ unsafe fn join_child(
     }
 }
 
+/// Moves the calling process into the container's cgroup; a guest without one leaves it
+/// where it is.
+///
+/// # Safety
+/// Async-signal-safe: only open, write and close, for a forked child.
+unsafe fn enter_cgroup() {
+    // SAFETY: a NUL-terminated path and a one-byte buffer, both static.
+    unsafe {
+        let fd = libc::open(cgroup::PROCS.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, c"0".as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+    }
+}
+
 /// The cloned child: descriptors into place, then guest-init again as the container stage.
 ///
 /// # Safety
@@ -456,6 +476,7 @@ unsafe fn child(
     // SAFETY: dup2 and execve on descriptors and strings prepared before the clone; the
     // sources are all at or above HIGH_FD, so no move overwrites a later source.
     unsafe {
+        enter_cgroup();
         for &(from, to) in moves {
             if libc::dup2(from, to) < 0 {
                 libc::_exit(126);

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::spec::ExecSpec;
+pub use crate::spec::{ExecSpec, Resources};
 
 /// The protocol version both sides must agree on.
 pub const PROTOCOL_VERSION: u32 = 4;
@@ -68,6 +68,8 @@ pub enum GuestMessage {
         /// The contents (lossy UTF-8), at most [`MAX_FILE_TEXT`] bytes.
         text: String,
     },
+    /// The container's resource use, answering [`HostMessage::Stats`].
+    Stats(Box<Stats>),
     /// The container's processes, answering [`HostMessage::ListProcesses`].
     Processes {
         /// At most [`MAX_PROCESS_LIST`] of them, by pid.
@@ -79,6 +81,36 @@ pub enum GuestMessage {
         message: String,
     },
 }
+
+/// The container's resource use, from its cgroup in the guest (`runvm events`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// CPU time used, nanoseconds: total, user, kernel.
+    pub cpu_total_ns: u64,
+    /// User CPU time, nanoseconds.
+    pub cpu_user_ns: u64,
+    /// Kernel CPU time, nanoseconds.
+    pub cpu_kernel_ns: u64,
+    /// CFS periods, throttled periods, and the time throttled in nanoseconds.
+    pub cpu_periods: u64,
+    /// Periods in which the quota ran out.
+    pub cpu_throttled_periods: u64,
+    /// Time throttled, nanoseconds.
+    pub cpu_throttled_ns: u64,
+    /// Memory in use, bytes.
+    pub memory_usage: u64,
+    /// The memory limit, bytes (the guest's memory when unlimited).
+    pub memory_limit: u64,
+    /// `memory.stat`, at most [`MAX_STAT_KEYS`] entries.
+    pub memory_stat: Vec<(String, u64)>,
+    /// Processes in the container.
+    pub pids_current: u64,
+    /// Their limit, 0 for none.
+    pub pids_limit: u64,
+}
+
+/// The most `memory.stat` entries [`Stats`] carries.
+pub const MAX_STAT_KEYS: usize = 128;
 
 /// One process of the container, as `runvm ps` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +175,10 @@ pub enum HostMessage {
         /// The host's number for the process.
         process: u32,
     },
+    /// Change the container's cgroup limits (`runvm update`). Answered [`GuestMessage::Done`].
+    Update(Resources),
+    /// Report the container's resource use (`runvm events`).
+    Stats,
     /// Set the window size of a process's terminal ([`ExecSpec::terminal`]). Not answered:
     /// the process may have just ended.
     Resize {

@@ -82,6 +82,29 @@ pub struct ExecSpec {
     /// create` prepares, `runvm start` releases).
     #[serde(default)]
     pub hold: bool,
+    /// Limits of the container's cgroup in the guest (the container's first process only).
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+/// Limits of the container's cgroup (v2) in the guest; an absent one is left as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `memory.max` in bytes; negative for no limit.
+    #[serde(default)]
+    pub memory_max: Option<i64>,
+    /// The CFS quota in microseconds per period (`cpu.max`); negative for no limit.
+    #[serde(default)]
+    pub cpu_quota: Option<i64>,
+    /// The CFS period in microseconds (`cpu.max`).
+    #[serde(default)]
+    pub cpu_period: Option<u64>,
+    /// `cpu.weight`, 1 to 10000.
+    #[serde(default)]
+    pub cpu_weight: Option<u64>,
+    /// `pids.max`; negative or zero for no limit.
+    #[serde(default)]
+    pub pids_max: Option<i64>,
 }
 
 /// One mount inside the container.

@@ -18,7 +18,7 @@ use reader::Exits;
 
 use guest_init::protocol::{
     CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, MAX_COMMAND, MAX_PROCESS_LIST,
-    PROTOCOL_VERSION, ProcessInfo, read_frame, write_frame,
+    MAX_STAT_KEYS, PROTOCOL_VERSION, ProcessInfo, Resources, Stats, read_frame, write_frame,
 };
 
 use crate::vmm::vcpu::StopReason;
@@ -358,6 +358,19 @@ impl Agent {
             target: target.to_owned(),
         };
         self.request_done(&msg, timeout)
+    }
+
+    /// Changes the limits of the container's cgroup in the guest (`runvm update`).
+    pub fn update(&self, resources: Resources, timeout: Duration) -> Result<(), AgentError> {
+        self.request_done(&HostMessage::Update(resources), timeout)
+    }
+
+    /// The container's resource use (`runvm events`).
+    pub fn stats(&self, timeout: Duration) -> Result<Stats, AgentError> {
+        match self.request(&HostMessage::Stats, timeout)? {
+            GuestMessage::Stats(stats) if stats.memory_stat.len() <= MAX_STAT_KEYS => Ok(*stats),
+            other => Err(unexpected("stats", &other)),
+        }
     }
 
     /// The container's processes (checked: at most [`MAX_PROCESS_LIST`], each command at

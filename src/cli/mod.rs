@@ -8,6 +8,7 @@ mod debug;
 mod exec;
 mod lifecycle;
 mod log;
+mod resources;
 mod run;
 mod spec;
 mod state;
@@ -95,6 +96,10 @@ pub enum Command {
     Pause(lifecycle::IdArgs),
     /// Resume a paused container.
     Resume(lifecycle::IdArgs),
+    /// Change a running container's resource limits.
+    Update(resources::UpdateArgs),
+    /// Print a container's resource use as JSON events.
+    Events(resources::EventsArgs),
     /// Write a default config.json.
     Spec(spec::SpecArgs),
     /// Print what runvm supports (OCI features JSON).
@@ -116,6 +121,7 @@ pub fn main() -> ExitCode {
             | Command::List(_)
             | Command::Ps(_)
             | Command::Features
+            | Command::Events(_)
             | Command::Check(_)
     ) {
         // SAFETY: restoring a default disposition, before any thread exists.
@@ -136,6 +142,8 @@ pub fn main() -> ExitCode {
         Command::Ps(args) => state::ps(args, &cli.root),
         Command::Pause(args) => lifecycle::pause(args, &cli.root),
         Command::Resume(args) => lifecycle::resume(args, &cli.root),
+        Command::Update(args) => resources::update(args, &cli.root),
+        Command::Events(args) => resources::events(args, &cli.root),
         Command::Spec(args) => spec::spec(args),
         Command::Features => spec::features(),
     };

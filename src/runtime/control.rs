@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use guest_init::protocol::ProcessInfo;
+use guest_init::protocol::{ProcessInfo, Resources, Stats};
 use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
@@ -50,6 +50,13 @@ pub enum Request {
     },
     /// Let them run again (`runvm resume`).
     Resume,
+    /// Change the container's limits (`runvm update`).
+    Update {
+        /// The guest cgroup's new limits.
+        resources: Resources,
+    },
+    /// The container's resource use (`runvm events`).
+    Stats,
 }
 
 /// What the sandbox answers.
@@ -67,6 +74,11 @@ pub enum Reply {
     Started {
         /// Its pid in the guest.
         pid: i32,
+    },
+    /// The container's resource use.
+    Stats {
+        /// As the guest measured it.
+        stats: Box<Stats>,
     },
     /// The container's processes.
     Processes {

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod netns;
 pub mod pausing;
 pub mod relay;
+pub mod resources;
 pub mod run;
 pub mod sandbox;
 pub mod serve;

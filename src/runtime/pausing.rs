@@ -1,5 +1,5 @@
 //! Requests to a running container's sandbox beyond exec: `runvm ps`, `kill --all`,
-//! `pause` and `resume`.
+//! `pause`, `resume`, `update` and `events`' figures.
 //!
 //! `runvm pause` and `runvm resume`: the running container's sandbox stops its VM's vCPUs
 //! between two guest instructions (every process of the container stops with them, as
@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use guest_init::protocol::ProcessInfo;
+use guest_init::protocol::{ProcessInfo, Resources, Stats};
 
 use super::control::{self, Reply, Request};
 use super::sandbox::CONTROL_SOCKET;
@@ -64,18 +64,41 @@ fn ask_ok(store: &Store, id: &str, request: &Request) -> Result<(), String> {
     }
 }
 
+/// Fails unless `id` is running; `what` names the request in the refusal of a paused one.
+fn require_running(store: &Store, id: &str, what: &str) -> Result<(), String> {
+    match store.load(id).map_err(|e| e.to_string())?.status {
+        Status::Running => Ok(()),
+        Status::Paused => Err(format!("cannot {what} a paused container")),
+        _ => Err("container not running".into()),
+    }
+}
+
 /// `runvm ps`: the running container's processes, as its guest lists them.
 pub fn processes(root: &Path, id: &str) -> Result<Vec<ProcessInfo>, String> {
     let store = Store::new(root);
-    let state = store.load(id).map_err(|e| e.to_string())?;
-    match state.status {
-        Status::Running => {}
-        Status::Paused => return Err("cannot list the processes of a paused container".into()),
-        _ => return Err("container not running".into()),
-    }
+    require_running(&store, id, "list the processes of")?;
     let path = store.dir(id).join(CONTROL_SOCKET);
     match control::ask(&path, id, &Request::Ps, PATIENCE)? {
         Reply::Processes { processes } => Ok(processes),
+        Reply::Error { message } => Err(message),
+        other => Err(format!("the sandbox of {id} answered {other:?}")),
+    }
+}
+
+/// `runvm update`: new limits for the running container's cgroup in its guest.
+pub fn update(root: &Path, id: &str, resources: Resources) -> Result<(), String> {
+    let store = Store::new(root);
+    require_running(&store, id, "update")?;
+    ask_ok(&store, id, &Request::Update { resources })
+}
+
+/// `runvm events`: the running container's resource use.
+pub fn stats(root: &Path, id: &str) -> Result<Stats, String> {
+    let store = Store::new(root);
+    require_running(&store, id, "read the stats of")?;
+    let path = store.dir(id).join(CONTROL_SOCKET);
+    match control::ask(&path, id, &Request::Stats, PATIENCE)? {
+        Reply::Stats { stats } => Ok(*stats),
         Reply::Error { message } => Err(message),
         other => Err(format!("the sandbox of {id} answered {other:?}")),
     }

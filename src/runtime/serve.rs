@@ -1,9 +1,10 @@
 //! The running container's control server: a thread of the container's host process that
-//! accepts connections on its control socket and serves `runvm exec`, `pause` and
-//! `resume`. Each exec gets its own thread: the OCI process is translated like the
-//! container's own (its seccomp profile, capabilities, user), started in the container's
-//! namespaces under a new process number with its own three vsock ports, its stdio streams
-//! handed to the exec relay, its signals forwarded, and its end reported.
+//! accepts connections on its control socket and serves `runvm exec`, `pause`, `resume`,
+//! `ps`, `kill --all`, `update` and `events`. Each exec gets its own thread: the OCI
+//! process is translated like the container's own (its seccomp profile, capabilities,
+//! user), started in the container's namespaces under a new process number with its own
+//! vsock ports, its stdio streams handed to the exec relay, its signals and window sizes
+//! forwarded, and its end reported.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -100,6 +101,22 @@ impl Server {
             }
             Ok(Some(Request::Ps)) => match self.agent.processes(GUEST_PATIENCE) {
                 Ok(processes) => Reply::Processes { processes },
+                Err(e) => Reply::Error {
+                    message: e.to_string(),
+                },
+            },
+            Ok(Some(Request::Update { resources })) => {
+                match self.agent.update(resources, GUEST_PATIENCE) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => Reply::Error {
+                        message: format!("cannot update the container: {e}"),
+                    },
+                }
+            }
+            Ok(Some(Request::Stats)) => match self.agent.stats(GUEST_PATIENCE) {
+                Ok(stats) => Reply::Stats {
+                    stats: Box::new(stats),
+                },
                 Err(e) => Reply::Error {
                     message: e.to_string(),
                 },

@@ -68,19 +68,30 @@ pub fn with_home(mut env: Vec<String>, uid: u32) -> Vec<String> {
     env
 }
 
-/// runc's create-time check that the program exists, so that a held process fails at
-/// `create` rather than at `start`; the exec itself reports any other problem.
+/// runc's create-time check (Go's `exec.LookPath`) that the program is there and
+/// executable, so that a held process fails at `create` rather than at `start`: a path
+/// must name an executable file (else permission denied); a bare name must find one in
+/// the PATH (else not found).
 pub fn check_found(args: &[String], env: &[String], cwd: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
     let Some(name) = args.first() else {
         return Err("exec: no command given".into());
     };
-    let found = candidates(name, env).iter().any(|c| {
+    let executable = |c: &String| -> Result<(), i32> {
         match std::fs::metadata(std::path::Path::new(cwd).join(c)) {
-            Ok(m) => m.is_file(),
-            Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(libc::EACCES),
+            Err(e) => Err(e.raw_os_error().unwrap_or(libc::ENOENT)),
         }
-    });
-    if found {
+    };
+    let candidates = candidates(name, env);
+    if name.contains('/') {
+        return candidates
+            .iter()
+            .try_for_each(executable)
+            .map_err(|errno| exec_error(name, errno));
+    }
+    if candidates.iter().any(|c| executable(c).is_ok()) {
         Ok(())
     } else {
         Err(exec_error(name, libc::ENOENT))

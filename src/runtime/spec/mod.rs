@@ -122,6 +122,9 @@ pub fn exec_spec(
             .as_ref()
             .map(|b| (clamp16(b.height()), clamp16(b.width()))),
         hold: false,
+        resources: linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(super::resources::guest_limits),
     })
 }
 

@@ -68,8 +68,8 @@ pub fn busybox_bundle(dir: &std::path::Path, args: &[&str], env: &[&str], cwd: &
         .expect("/bin/busybox (package busybox-static, installed by packaging/host-deps)");
     for applet in [
         "sh", "echo", "cat", "head", "sleep", "pwd", "env", "yes", "kill", "true", "id", "dd",
-        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut", "wc", "mv", "stty",
-        "tty",
+        "hostname", "ls", "grep", "mkdir", "touch", "stat", "readlink", "tr", "cut", "wc", "mv",
+        "stty", "tty",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }

@@ -140,7 +140,10 @@ fn exec_tty_with_a_console_socket_detached_as_the_shim_does() {
     assert!(libc::WIFEXITED(status), "{status:#x}");
     assert_eq!(libc::WEXITSTATUS(status), 7);
 
-    assert_eq!(runvm(&root, &["kill", "t2", "KILL"], Stdio::null()).0, Some(0));
+    assert_eq!(
+        runvm(&root, &["kill", "t2", "KILL"], Stdio::null()).0,
+        Some(0)
+    );
     wait_for(pid);
     assert_eq!(runvm(&root, &["delete", "t2"], Stdio::null()).0, Some(0));
 }
