@@ -126,5 +126,9 @@ pub fn stats() -> Stats {
         memory_stat: keyed("memory.stat"),
         pids_current: number("pids.current").unwrap_or(0),
         pids_limit: number("pids.max").unwrap_or(0),
+        oom_kills: keyed("memory.events")
+            .iter()
+            .find(|(k, _)| k == "oom_kill")
+            .map_or(0, |(_, v)| *v),
     }
 }

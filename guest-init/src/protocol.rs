@@ -107,6 +107,9 @@ pub struct Stats {
     pub pids_current: u64,
     /// Their limit, 0 for none.
     pub pids_limit: u64,
+    /// Processes the kernel killed for the container's memory limit so far.
+    #[serde(default)]
+    pub oom_kills: u64,
 }
 
 /// The most `memory.stat` entries [`Stats`] carries.

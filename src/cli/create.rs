@@ -100,6 +100,9 @@ pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
         cmd.arg("--log").arg(log);
     }
     cmd.arg("--log-format").arg(cli.log_format.name());
+    if cli.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
     cmd.arg("sandbox")
         .arg("--bundle")
         .arg(&bundle)
@@ -144,7 +147,12 @@ pub fn start(args: &StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// The sandbox: runs the container and ends as its process did.
-pub fn sandbox(args: &SandboxArgs, root: &Path, debug: bool) -> anyhow::Result<ExitCode> {
+pub fn sandbox(
+    args: &SandboxArgs,
+    root: &Path,
+    debug: bool,
+    systemd_cgroup: bool,
+) -> anyhow::Result<ExitCode> {
     if args.ready_fd < 3 {
         bail!("invalid --ready-fd {}", args.ready_fd);
     }
@@ -160,6 +168,7 @@ pub fn sandbox(args: &SandboxArgs, root: &Path, debug: bool) -> anyhow::Result<E
         debug,
         ready: Some(ready),
         console_socket: args.console_socket.clone(),
+        systemd_cgroup,
     };
     let dir = root.join(&args.id);
     let exit = match run::run(opts) {

@@ -12,7 +12,7 @@ use clap::Args;
 
 use crate::runtime::run::validate_id;
 use crate::runtime::state::{StateError, Status, Store, process_start};
-use crate::runtime::{pausing, sandbox, signals};
+use crate::runtime::{host_cgroup, pausing, sandbox, signals};
 
 /// Flags of `runvm kill`.
 #[derive(Debug, Args)]
@@ -133,6 +133,7 @@ pub fn delete(args: &DeleteArgs, root: &Path) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let poststop = sandbox::poststop_hooks(&store, &args.id);
+    host_cgroup::remove_recorded(&dir);
     let removed = std::fs::remove_dir_all(&dir);
     // The container is gone: its poststop hooks run before `delete` returns.
     if let Some(state) = &loaded {

@@ -1,6 +1,7 @@
 //! `runvm update` and `runvm events`, with runc's flags: new limits for a running
 //! container (`--resources FILE|-` as containerd's shim passes them, or single flags), and
-//! its resource use as runc's JSON `stats` events, once (`--stats`) or every `--interval`.
+//! its resource use as runc's JSON `stats` events, once (`--stats`) or every `--interval`,
+//! with an `oom` event when the kernel killed a process for the memory limit meanwhile.
 //!
 //! The limits apply to the container's cgroup inside its VM; the VM keeps the size it was
 //! created with.
@@ -157,6 +158,7 @@ pub fn events(args: &EventsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     validate_id(&args.id)?;
     let interval = parse_interval(&args.interval)?;
     let mut first = true;
+    let mut oom_kills = None;
     loop {
         let stats = match pausing::stats(root, &args.id) {
             Ok(s) => s,
@@ -165,8 +167,13 @@ pub fn events(args: &EventsArgs, root: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => bail!("{e}"),
         };
         first = false;
-        let line = resources::stats_event(&args.id, &stats).to_string();
         let mut out = std::io::stdout().lock();
+        // An OOM kill since the last look is an `oom` event, as runc reports one.
+        if oom_kills.is_some_and(|seen| stats.oom_kills > seen) {
+            writeln!(out, "{}", resources::oom_event(&args.id))?;
+        }
+        oom_kills = Some(stats.oom_kills);
+        let line = resources::stats_event(&args.id, &stats).to_string();
         writeln!(out, "{line}").and_then(|()| out.flush())?;
         if args.stats {
             return Ok(ExitCode::SUCCESS);

@@ -25,15 +25,16 @@ pub struct RunArgs {
 }
 
 /// Runs the container.
-pub fn run(args: &RunArgs, root: &std::path::Path, debug: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: &RunArgs, cli: &super::Cli) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         id: args.id.clone(),
         bundle: args.bundle.clone(),
         pid_file: args.pid_file.clone(),
-        root: root.to_owned(),
-        debug,
+        root: cli.root.clone(),
+        debug: cli.debug,
         ready: None,
         console_socket: args.console_socket.clone(),
+        systemd_cgroup: cli.systemd_cgroup,
     };
     let status = run::run(opts)?.status();
     Ok(ExitCode::from(u8::try_from(status).unwrap_or(255)))

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod control;
 pub mod exec;
 pub mod hooks;
+pub mod host_cgroup;
 pub mod netns;
 pub mod pausing;
 pub mod relay;

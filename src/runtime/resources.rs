@@ -36,6 +36,11 @@ pub fn guest_limits(r: &LinuxResources) -> Option<Resources> {
     (limits != Resources::default()).then_some(limits)
 }
 
+/// runc's `events` record of type `oom` for container `id`.
+pub fn oom_event(id: &str) -> Value {
+    json!({ "type": "oom", "id": id })
+}
+
 /// runc's `events` record of type `stats` for container `id`.
 pub fn stats_event(id: &str, s: &Stats) -> Value {
     let raw: serde_json::Map<String, Value> = s

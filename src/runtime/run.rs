@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::bundle::{Bundle, BundleError};
 use super::hooks::{HookError, HookPlace};
+use super::host_cgroup::{self, CgroupError};
 use super::netns::{self, NetnsError};
 use super::relay;
 use super::sandbox::Tracker;
@@ -57,6 +58,9 @@ pub enum RunError {
     /// The container's network namespace on the host.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// The container's cgroup on the host.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     /// A hook failed.
     #[error(transparent)]
     Hook(#[from] HookError),
@@ -124,6 +128,8 @@ pub struct RunOptions {
     pub ready: Option<std::fs::File>,
     /// Where the terminal's master goes (`--console-socket`).
     pub console_socket: Option<PathBuf>,
+    /// `--systemd-cgroup`: cgroupsPath is `slice:prefix:name`.
+    pub systemd_cgroup: bool,
 }
 
 /// How the container's process ended.
@@ -177,11 +183,12 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
             opts.console_socket.as_deref(),
             ready.is_some(),
         )?;
+        let cgroup = host_cgroup::cgroup_path(&bundle.spec, &opts.id, opts.systemd_cgroup)?;
         // Still one thread: every thread to come starts in the container's namespace.
         netns::enter(&bundle.spec)?;
-        Ok((bundle, size, config, tty))
+        Ok((bundle, size, config, tty, cgroup))
     });
-    let (bundle, size, config, tty) = match checked {
+    let (bundle, size, config, tty, cgroup) = match checked {
         Ok(c) => c,
         Err(e) => {
             // A sandbox's `create` waits for the reason.
@@ -213,6 +220,15 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());
     }
+    // The VMM's threads and memory are the container's on the host.
+    let joined = match host_cgroup::join(&cgroup, &dir) {
+        Ok(j) => j,
+        Err(e) => {
+            host_cgroup::remove_recorded(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+    };
     // Hooks run in the mount namespace runvm started in, not the share's private one.
     let place = match HookPlace::here() {
         Ok(p) => p,
@@ -222,7 +238,7 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         }
     };
     let hooks = bundle.spec.hooks().clone();
-    let mut tracker = Tracker::new(store, state, opts.ready, hooks, place);
+    let mut tracker = Tracker::new(store, state, opts.ready, hooks, place, joined);
     let share = dir.join("share");
     // Forwarded signals are taken by a thread with sigwait: block them before any thread
     // exists, so that every thread inherits the mask.

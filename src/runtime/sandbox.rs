@@ -18,6 +18,7 @@ use oci_spec::runtime::Hooks;
 
 use super::control::{self, Reply, Request};
 use super::hooks::{self, HookPlace, Stage};
+use super::host_cgroup::Joined;
 use super::run::RunError;
 use super::state::{ContainerState, Status, Store};
 
@@ -40,6 +41,8 @@ pub struct Tracker {
     hooks: Option<Hooks>,
     /// Where they run.
     place: HookPlace,
+    /// The container's host cgroup, until it is left for good or kept for `delete`.
+    cgroup: Option<Joined>,
 }
 
 /// The sandbox's ties to `create` and `start`.
@@ -58,10 +61,12 @@ impl Tracker {
         ready: Option<File>,
         hooks: Option<Hooks>,
         place: HookPlace,
+        cgroup: Joined,
     ) -> Tracker {
         Tracker {
             hooks,
             place,
+            cgroup: Some(cgroup),
             store,
             state,
             sandbox: ready.map(|r| SandboxLink {
@@ -165,6 +170,9 @@ impl Tracker {
             None => {
                 // runc's `run` deletes the container as it ends: poststop comes now.
                 let _ = self.hooks(Stage::Poststop, Status::Stopped);
+                if let Some(cgroup) = self.cgroup.take() {
+                    cgroup.leave();
+                }
                 let _ = std::fs::remove_dir_all(&dir);
             }
             Some(link) => {
@@ -175,6 +183,9 @@ impl Tracker {
                 if let Some(mut ready) = link.ready.take() {
                     // Never created: nothing to keep.
                     let line = format!("error: {}\n", message.as_deref().unwrap_or(""));
+                    if let Some(cgroup) = self.cgroup.take() {
+                        cgroup.leave();
+                    }
                     let _ = ready.write_all(line.as_bytes());
                     let _ = std::fs::remove_dir_all(&dir);
                     return;

@@ -6,8 +6,8 @@
 
 use std::process::Stdio;
 
-use runvm_vm_tests::busybox_bundle;
 use runvm_vm_tests::shim::{as_shim, create, runvm, state_of, wait_for};
+use runvm_vm_tests::{busybox_bundle, edit_config};
 
 #[test]
 fn create_start_exit_code_state_and_delete() {
@@ -51,7 +51,18 @@ fn create_start_exit_code_state_and_delete() {
 fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     let (dir, root) = as_shim();
     let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"], &["PATH=/bin"], "/");
+    edit_config(&bundle, |c| {
+        c["linux"]["cgroupsPath"] = "/runvm-test/c2".into()
+    });
     let pid = create(&root, &bundle, "c2", Stdio::null());
+    // The sandbox is in the spec's host cgroup, which runvm made (parent included), with
+    // nothing else but the kernel threads KVM makes for its VM.
+    let procs = std::fs::read_to_string("/sys/fs/cgroup/runvm-test/c2/cgroup.procs").unwrap();
+    assert!(procs.lines().any(|p| p == pid.to_string()), "{procs}");
+    for p in procs.lines().filter(|p| *p != pid.to_string()) {
+        let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+        assert!(cmdline.is_empty(), "{p} in the cgroup: {cmdline:?}");
+    }
     assert_eq!(
         runvm(&root, &["kill", "c2", "KILL"], Stdio::null()).0,
         Some(0)
@@ -61,6 +72,7 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     assert_eq!(state_of(&root, "c2")["status"], "stopped");
     assert_eq!(runvm(&root, &["delete", "c2"], Stdio::null()).0, Some(0));
     assert!(!root.join("c2").exists());
+    assert!(!std::path::Path::new("/sys/fs/cgroup/runvm-test").exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
 
@@ -89,6 +101,7 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!root.join("c4").exists());
+    assert!(!std::path::Path::new("/sys/fs/cgroup/c4").exists());
     let root_text = root.to_str().unwrap();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! The container's cgroup in its guest: the spec's memory, CPU and pids limits land there,
 //! `runvm update --resources -` (as containerd's shim calls it) changes them, and
 //! `runvm events` reports the container's use as runc's stats events, once or every
-//! interval until the container stops.
+//! interval until the container stops, and an `oom` event when the limit kills.
 
 #![allow(clippy::unwrap_used)]
 
@@ -120,16 +120,30 @@ fn limits_from_the_spec_update_and_events() {
     assert_eq!(data["pids"]["limit"], 25, "{event}");
     assert!(data["pids"]["current"].as_u64().unwrap() >= 1, "{event}");
 
-    // A stream every interval, ending when the container stops.
+    // A stream every interval, with an `oom` event when the memory limit kills a process,
+    // ending when the container stops.
+    let (code, err) = runvm(&root, &["update", "--memory", "32m", "r1"], Stdio::null());
+    assert_eq!(code, Some(0), "{err}");
     let mut events = Command::new(runvm_bin())
         .arg("--root")
         .arg(&root)
         .args(["events", "--interval", "200ms", "r1"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Read as it comes: a full pipe would stop the stream.
+    let mut stdout = events.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        text
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let hog = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo ${#x}";
+    let (code, err) = runvm(&root, &["exec", "r1", "sh", "-c", hog], Stdio::null());
+    assert_eq!(code, Some(137), "the hog was not killed: {err}");
+    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         runvm(&root, &["kill", "r1", "KILL"], Stdio::null()).0,
         Some(0)
@@ -140,14 +154,19 @@ fn limits_from_the_spec_update_and_events() {
         assert!(Instant::now() < deadline, "events went on after the stop");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = events.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let lines = String::from_utf8_lossy(&out.stdout)
+    assert!(events.wait().unwrap().success());
+    let lines = reader
+        .join()
+        .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].clone())
         .collect::<Vec<_>>();
-    assert!(lines.len() >= 2, "{lines:?}");
-    assert!(lines.iter().all(|t| t == "stats"), "{lines:?}");
+    assert!(lines.len() >= 3, "{lines:?}");
+    assert_eq!(lines.iter().filter(|t| *t == "oom").count(), 1, "{lines:?}");
+    assert!(
+        lines.iter().all(|t| t == "stats" || t == "oom"),
+        "{lines:?}"
+    );
     assert_eq!(runvm(&root, &["delete", "r1"], Stdio::null()).0, Some(0));
 
     // A stopped container has no stats.

@@ -281,6 +281,12 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
     assert_eq!(state["pid"], child.id(), "{state}");
     assert_eq!(state["id"], "listed");
     assert_eq!(state["bundle"].as_str().unwrap(), bundle.to_str().unwrap());
+    // runvm (the VMM) is in the container's host cgroup, runc's default `/<id>`.
+    let procs = std::fs::read_to_string("/sys/fs/cgroup/listed/cgroup.procs").unwrap();
+    assert!(
+        procs.lines().any(|p| p == child.id().to_string()),
+        "{procs}"
+    );
     let out = runvm(&["list", "-q"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "listed\n");
     // `runvm kill` reaches the process through runvm's pid.
@@ -291,9 +297,10 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(child.wait().unwrap().code(), Some(3));
-    // runc run removes its container when the process ends: so does runvm.
+    // runc run removes its container when the process ends: so does runvm, cgroup too.
     let out = runvm(&["state", "listed"]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(!std::path::Path::new("/sys/fs/cgroup/listed").exists());
 
     // SIGKILL ends runvm and the VM with it; the state left says stopped and delete
     // removes it, with no mount left anywhere.
@@ -303,6 +310,7 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
         .read_line(&mut first)
         .unwrap();
     assert_eq!(first, "ready\n");
+    assert!(std::path::Path::new("/sys/fs/cgroup/killed/cgroup.procs").exists());
     assert!(runvm(&["kill", "killed", "KILL"]).status.success());
     let status = child.wait().unwrap();
     assert_eq!(
@@ -317,6 +325,7 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
     );
     assert!(runvm(&["delete", "killed"]).status.success());
     assert!(!state_root.join("killed").exists());
+    assert!(!std::path::Path::new("/sys/fs/cgroup/killed").exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
 }
