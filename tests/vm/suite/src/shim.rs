@@ -106,3 +106,27 @@ pub fn read_pid(path: &Path) -> i32 {
         .parse()
         .expect("the pid file holds a pid")
 }
+
+/// Checks that nothing of container `id` (state under `root`, scratch directory `dir`) is
+/// left after `delete`: its state directory, a process started for it (a sandbox or exec
+/// relay names `root` on its command line), a mount under `dir`, its default host cgroup.
+pub fn assert_nothing_left(dir: &Path, root: &Path, id: &str) {
+    assert!(
+        !root.join(id).exists(),
+        "the state directory of {id} is left"
+    );
+    let root_text = root.to_str().expect("a UTF-8 path");
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(root_text),
+            "a process of {id} is left: {cmdline}"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir_text = dir.to_str().expect("a UTF-8 path");
+    assert!(!mounts.contains(dir_text), "a mount is left: {mounts}");
+    let cgroup = Path::new("/sys/fs/cgroup").join(id);
+    assert!(!cgroup.exists(), "{} is left", cgroup.display());
+}

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runvm_vm_tests::shim::{as_shim, create, read_pid, runvm, state_of, wait_for};
+use runvm_vm_tests::shim::{
+    as_shim, assert_nothing_left, create, read_pid, runvm, state_of, wait_for,
+};
 use runvm_vm_tests::{busybox_bundle, runvm_bin};
 
 /// How long one `runvm exec` may take.
@@ -199,5 +201,5 @@ fn exec_runs_in_the_container_and_ends_as_its_process_did() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot exec in a stopped container"), "{err}");
     assert_eq!(runvm(&root, &["delete", "e1"], Stdio::null()).0, Some(0));
-    assert!(!root.join("e1").exists());
+    assert_nothing_left(dir.path(), &root, "e1");
 }

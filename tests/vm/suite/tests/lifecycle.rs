@@ -6,7 +6,7 @@
 
 use std::process::Stdio;
 
-use runvm_vm_tests::shim::{as_shim, create, runvm, state_of, wait_for};
+use runvm_vm_tests::shim::{as_shim, assert_nothing_left, create, runvm, state_of, wait_for};
 use runvm_vm_tests::{busybox_bundle, edit_config};
 
 #[test]
@@ -44,7 +44,7 @@ fn create_start_exit_code_state_and_delete() {
     let (code, err) = runvm(&root, &["start", "c1"], Stdio::null());
     assert_eq!(code, Some(1), "starting a stopped container: {err}");
     assert_eq!(runvm(&root, &["delete", "c1"], Stdio::null()).0, Some(0));
-    assert!(!root.join("c1").exists());
+    assert_nothing_left(dir.path(), &root, "c1");
 }
 
 #[test]
@@ -71,10 +71,8 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
     assert_eq!(state_of(&root, "c2")["status"], "stopped");
     assert_eq!(runvm(&root, &["delete", "c2"], Stdio::null()).0, Some(0));
-    assert!(!root.join("c2").exists());
     assert!(!std::path::Path::new("/sys/fs/cgroup/runvm-test").exists());
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
+    assert_nothing_left(dir.path(), &root, "c2");
 
     // A bundle that cannot be loaded fails create in one line, leaving nothing.
     let (code, err) = runvm(
