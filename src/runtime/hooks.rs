@@ -122,10 +122,13 @@ fn is_zero(pid: &i32) -> bool {
 }
 
 /// Where hooks run: the mount namespace runvm started in (kept open before runvm moved to
-/// a private one), or runvm's own.
+/// a private one), or runvm's own; and the cgroups runvm started in, not the container's
+/// (as runc's hooks, children of runc, are not in it): a hook that outlives the sandbox
+/// must not keep the container's cgroup from being removed.
 #[derive(Debug, Default)]
 pub struct HookPlace {
     mount_ns: Option<OwnedFd>,
+    cgroup_procs: Vec<std::ffi::CString>,
 }
 
 impl HookPlace {
@@ -134,7 +137,14 @@ impl HookPlace {
         let ns = File::open("/proc/self/ns/mnt")?;
         Ok(HookPlace {
             mount_ns: Some(ns.into()),
+            cgroup_procs: Vec::new(),
         })
+    }
+
+    /// Hooks start by moving into these cgroups (their `cgroup.procs` files).
+    pub fn in_cgroups(mut self, procs: Vec<std::ffi::CString>) -> HookPlace {
+        self.cgroup_procs = procs;
+        self
     }
 }
 
@@ -215,18 +225,27 @@ fn run_one(hook: &Hook, input: &[u8], place: &HookPlace) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    if let Some(ns) = &place.mount_ns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls setns, which
-        // is async-signal-safe; `fd` stays open in the parent until the child has exec'd.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
-                    return Err(io::Error::last_os_error());
+    let ns = place.mount_ns.as_ref().map(|ns| ns.as_raw_fd());
+    let procs = place.cgroup_procs.clone();
+    // SAFETY: the closure runs in the forked child before exec and only calls open, write,
+    // close and setns, which are async-signal-safe, on the closure's own paths and a
+    // descriptor the parent keeps open until the child has exec'd (`place` outlives it).
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, c"0".as_ptr().cast(), 1);
+                    libc::close(fd);
                 }
-                Ok(())
-            });
-        }
+            }
+            if let Some(fd) = ns
+                && libc::setns(fd, libc::CLONE_NEWNS) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start it: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {

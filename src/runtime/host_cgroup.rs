@@ -184,7 +184,8 @@ fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
 }
 
 /// Puts this process into `path` in every hierarchy, making what is missing; the
-/// directories made are recorded in `dir` first.
+/// directories made are recorded in `dir` first. On failure it is back where it was and
+/// what it made is gone.
 pub fn join(path: &str, dir: &Path) -> Result<Joined, CgroupError> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -208,8 +209,23 @@ pub fn join(path: &str, dir: &Path) -> Result<Joined, CgroupError> {
         origins: Vec::new(),
         dir: dir.to_owned(),
     };
+    match enter(&plans, &own, &mut joined) {
+        Ok(()) => Ok(joined),
+        Err(e) => {
+            joined.leave();
+            Err(e)
+        }
+    }
+}
+
+/// Makes the missing directories and moves this process in, hierarchy by hierarchy.
+fn enter(
+    plans: &[(&Hierarchy, PathBuf, Vec<PathBuf>)],
+    own: &str,
+    joined: &mut Joined,
+) -> Result<(), CgroupError> {
     for (h, target, missing) in plans {
-        for m in &missing {
+        for m in missing {
             match std::fs::create_dir(m) {
                 // Another container made the same parent meanwhile.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -219,13 +235,13 @@ pub fn join(path: &str, dir: &Path) -> Result<Joined, CgroupError> {
                 inherit_cpuset(m)?;
             }
         }
-        if let Some(origin) = own_path(&own, &h.mount) {
+        if let Some(origin) = own_path(own, &h.mount) {
             joined.origins.push((h.mount.clone(), origin));
         }
         let procs = target.join("cgroup.procs");
         std::fs::write(&procs, std::process::id().to_string()).map_err(io_at(&procs))?;
     }
-    Ok(joined)
+    Ok(())
 }
 
 fn record(dir: &Path, made: &[PathBuf]) -> Result<(), CgroupError> {
@@ -235,6 +251,19 @@ fn record(dir: &Path, made: &[PathBuf]) -> Result<(), CgroupError> {
 }
 
 impl Joined {
+    /// The `cgroup.procs` files of the cgroups this process was in before.
+    pub fn origin_procs(&self) -> Vec<std::ffi::CString> {
+        self.origins
+            .iter()
+            .filter_map(|(mount, origin)| {
+                let procs = mount
+                    .join(origin.trim_start_matches('/'))
+                    .join("cgroup.procs");
+                std::ffi::CString::new(procs.into_os_string().into_encoded_bytes()).ok()
+            })
+            .collect()
+    }
+
     /// Moves this process back where it was and removes the cgroups runvm made.
     pub fn leave(self) {
         for (mount, origin) in &self.origins {

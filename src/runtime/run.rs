@@ -220,15 +220,6 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(e.into());
     }
-    // The VMM's threads and memory are the container's on the host.
-    let joined = match host_cgroup::join(&cgroup, &dir) {
-        Ok(j) => j,
-        Err(e) => {
-            host_cgroup::remove_recorded(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
-        }
-    };
     // Hooks run in the mount namespace runvm started in, not the share's private one.
     let place = match HookPlace::here() {
         Ok(p) => p,
@@ -237,6 +228,15 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
             return Err(io_err("cannot open runvm's mount namespace")(e));
         }
     };
+    // The VMM's threads and memory are the container's on the host.
+    let joined = match host_cgroup::join(&cgroup, &dir) {
+        Ok(j) => j,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.into());
+        }
+    };
+    let place = place.in_cgroups(joined.origin_procs());
     let hooks = bundle.spec.hooks().clone();
     let mut tracker = Tracker::new(store, state, opts.ready, hooks, place, joined);
     let share = dir.join("share");

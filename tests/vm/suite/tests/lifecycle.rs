@@ -111,6 +111,58 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     }
 }
 
+#[test]
+fn a_sandbox_killed_while_creating_leaves_nothing() {
+    let (dir, root) = as_shim();
+    let bundle = busybox_bundle(&dir.path().join("bundle"), &["true"], &["PATH=/bin"], "/");
+    // A createRuntime hook that waits as long as the sandbox lives holds create there.
+    let wait = "while kill -0 $PPID 2>/dev/null; do sleep 0.2; done";
+    edit_config(&bundle, |c| {
+        c["hooks"] = serde_json::json!({
+            "createRuntime": [{ "path": "/bin/sh", "args": ["sh", "-c", wait] }]
+        });
+    });
+    let create = std::process::Command::new(runvm_vm_tests::runvm_bin())
+        .arg("--root")
+        .arg(&root)
+        .args(["create", "--bundle", bundle.to_str().unwrap(), "c5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let pid = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "create never got to its hook"
+        );
+        let out = std::process::Command::new(runvm_vm_tests::runvm_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(["state", "c5"])
+            .output()
+            .unwrap();
+        if let Ok(state) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            assert_eq!(state["status"], "creating", "{state}");
+            // The hook runs once the VM is up: its cgroup, share and VM all exist.
+            if std::path::Path::new("/sys/fs/cgroup/c5").exists() && root.join("c5/share").exists()
+            {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                break state["pid"].as_i64().unwrap() as i32;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let out = create.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the sandbox ended before"), "{err}");
+    // create reaped its sandbox and removed what it left, cgroup included.
+    assert_nothing_left(dir.path(), &root, "c5");
+}
+
 /// The counter the container's process keeps in its root file system (shared with the host).
 fn counter(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)
