@@ -15,6 +15,7 @@ use clap::Args;
 use super::Cli;
 use crate::runtime::bundle::Bundle;
 use crate::runtime::run::{self, RunOptions, validate_id};
+use crate::runtime::state::Store;
 use crate::runtime::{host_cgroup, sandbox, signals};
 
 /// Flags of `runvm create`.
@@ -129,10 +130,13 @@ pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
         let message = message.strip_prefix("error: ").unwrap_or(message);
         if message.is_empty() {
             // Killed before it could clean up (a sandbox that fails says why, having
-            // removed what it made): what it left is ours to remove.
-            let dir = cli.root.join(&args.id);
-            host_cgroup::remove_recorded(&dir);
-            let _ = std::fs::remove_dir_all(&dir);
+            // removed what it made): what it left is ours to remove, if it is its.
+            let store = Store::new(&cli.root);
+            if store.recorded_pid(&args.id) == Some(child.id() as i32) {
+                let dir = store.dir(&args.id);
+                host_cgroup::remove_recorded(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             bail!("the sandbox ended before the container was created");
         }
         return Err(anyhow!("{message}"));

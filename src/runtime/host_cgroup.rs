@@ -109,8 +109,27 @@ fn expand_slice(slice: &str) -> Result<String, CgroupError> {
 /// One mounted hierarchy: where, and whether it has the cpuset controller (v1).
 struct Hierarchy {
     mount: PathBuf,
-    cpuset: bool,
+    /// The part of the hierarchy the mount shows (`/` but in a container).
+    root: String,
+    /// v1: its controllers (and `name=...`), from the super options; empty for v2.
+    controllers: Vec<String>,
 }
+
+impl Hierarchy {
+    fn cpuset(&self) -> bool {
+        self.controllers.iter().any(|c| c == "cpuset")
+    }
+}
+
+/// Super options of a v1 cgroup mount that are not controllers.
+const GENERIC_OPTIONS: [&str; 6] = [
+    "rw",
+    "ro",
+    "xattr",
+    "clone_children",
+    "noprefix",
+    "cpuset_v2_mode",
+];
 
 /// The cgroup hierarchies mounted under /sys/fs/cgroup, from a mountinfo text.
 fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
@@ -120,16 +139,27 @@ fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(mount), Some(fstype), Some(options)) =
-            (fields.get(4), fields.get(sep + 1), fields.get(sep + 3))
-        else {
+        let (Some(root), Some(mount), Some(fstype), Some(options)) = (
+            fields.get(3),
+            fields.get(4),
+            fields.get(sep + 1),
+            fields.get(sep + 3),
+        ) else {
             continue;
         };
         let under = *mount == CGROUP_ROOT || mount.starts_with("/sys/fs/cgroup/");
         if under && (*fstype == "cgroup" || *fstype == "cgroup2") {
             found.push(Hierarchy {
                 mount: PathBuf::from(mount),
-                cpuset: *fstype == "cgroup" && options.split(',').any(|o| o == "cpuset"),
+                root: (*root).to_owned(),
+                controllers: match *fstype {
+                    "cgroup" => options
+                        .split(',')
+                        .filter(|o| !GENERIC_OPTIONS.contains(o) && !o.contains("_agent="))
+                        .map(str::to_owned)
+                        .collect(),
+                    _ => Vec::new(),
+                },
             });
         }
     }
@@ -144,27 +174,32 @@ pub struct Joined {
     dir: PathBuf,
 }
 
-/// Our path in the hierarchy mounted at `mount`, from /proc/self/cgroup (v2: `0::/p`; v1:
-/// `N:controllers:/p`, the controllers matching the mount's name).
-fn own_path(proc_cgroup: &str, mount: &Path) -> Option<String> {
-    let name = mount.file_name()?.to_str()?;
-    let v2 = mount == Path::new(CGROUP_ROOT) || name == "unified";
+/// Our path below the mount of hierarchy `h`, from /proc/self/cgroup (v2: `0::/p`; v1:
+/// `N:controllers:/p`, the controllers those the mount has), the mount's own root taken off.
+fn own_path(proc_cgroup: &str, h: &Hierarchy) -> Option<String> {
     proc_cgroup.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-        let matches = if v2 {
+        let matches = if h.controllers.is_empty() {
             controllers.is_empty()
         } else {
-            let mut a: Vec<&str> = controllers
-                .split(',')
-                .map(|c| c.trim_start_matches("name="))
-                .collect();
-            let mut b: Vec<&str> = name.split(',').collect();
-            a.sort_unstable();
-            b.sort_unstable();
-            a == b
+            !controllers.is_empty()
+                && controllers
+                    .split(',')
+                    .all(|c| h.controllers.iter().any(|m| m == c))
         };
-        matches.then(|| path.to_owned())
+        if !matches {
+            return None;
+        }
+        let below = match h.root.as_str() {
+            "/" => path,
+            root => path.strip_prefix(root)?,
+        };
+        Some(if below.is_empty() {
+            "/".to_owned()
+        } else {
+            below.to_owned()
+        })
     })
 }
 
@@ -231,11 +266,11 @@ fn enter(
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 other => other.map_err(io_at(m))?,
             }
-            if h.cpuset {
+            if h.cpuset() {
                 inherit_cpuset(m)?;
             }
         }
-        if let Some(origin) = own_path(own, &h.mount) {
+        if let Some(origin) = own_path(own, h) {
             joined.origins.push((h.mount.clone(), origin));
         }
         let procs = target.join("cgroup.procs");
@@ -264,14 +299,24 @@ impl Joined {
             .collect()
     }
 
-    /// Moves this process back where it was and removes the cgroups runvm made.
-    pub fn leave(self) {
+    /// Moves this process back where it was; the cgroups stay for `delete`.
+    pub fn step_out(&self) {
         for (mount, origin) in &self.origins {
             let procs = mount
                 .join(origin.trim_start_matches('/'))
                 .join("cgroup.procs");
-            let _ = std::fs::write(procs, std::process::id().to_string());
+            if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+                eprintln!(
+                    "runvm: warning: cannot move back to {}: {e}",
+                    procs.display()
+                );
+            }
         }
+    }
+
+    /// Moves this process back where it was and removes the cgroups runvm made.
+    pub fn leave(self) {
+        self.step_out();
         remove_recorded(&self.dir);
     }
 }
@@ -287,15 +332,19 @@ pub fn remove_recorded(dir: &Path) {
         return;
     };
     made.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for m in made {
+    for m in &made {
         // Only directories below the hierarchies, whatever the record says.
         if !m.starts_with(CGROUP_ROOT) || m.components().any(|c| c.as_os_str() == "..") {
             continue;
         }
-        match std::fs::remove_dir(&m) {
+        // A parent (another container's cgroup may be below it) stays quietly if busy.
+        let parent = made.iter().any(|o| o != m && o.starts_with(m));
+        match std::fs::remove_dir(m) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {}
+            // Never made (the join failed before it).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+            Err(e) if parent && matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {
+            }
             Err(e) => eprintln!("runvm: warning: cannot remove cgroup {}: {e}", m.display()),
         }
     }
@@ -358,17 +407,17 @@ mod tests {
                 "/sys/fs/cgroup/unified"
             ]
         );
-        assert!(found[1].cpuset && !found[0].cpuset);
+        assert!(found[1].cpuset() && !found[0].cpuset());
         let own = "12:cpuset:/a\n4:cpu,cpuacct:/b\n1:name=systemd:/s\n0::/u\n";
-        let at = |m: &str| own_path(own, Path::new(m));
-        assert_eq!(at("/sys/fs/cgroup/cpu,cpuacct").as_deref(), Some("/b"));
-        assert_eq!(at("/sys/fs/cgroup/cpuset").as_deref(), Some("/a"));
-        assert_eq!(at("/sys/fs/cgroup/systemd").as_deref(), Some("/s"));
-        assert_eq!(at("/sys/fs/cgroup/unified").as_deref(), Some("/u"));
-        assert_eq!(
-            own_path("0::/x\n", Path::new("/sys/fs/cgroup")).as_deref(),
-            Some("/x")
-        );
+        let at = |i: usize| own_path(own, &found[i]);
+        assert_eq!(at(0).as_deref(), Some("/b"));
+        assert_eq!(at(1).as_deref(), Some("/a"));
+        assert_eq!(at(2).as_deref(), Some("/s"));
+        assert_eq!(at(3).as_deref(), Some("/u"));
+        // A mount that shows only part of its hierarchy (runvm in a container).
+        let inner = hierarchies("30 23 0:27 /outer /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(own_path("0::/outer/x\n", &inner[0]).as_deref(), Some("/x"));
+        assert_eq!(own_path("0::/elsewhere\n", &inner[0]), None);
     }
 
     #[test]

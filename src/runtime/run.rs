@@ -171,72 +171,25 @@ pub fn validate_id(id: &str) -> Result<(), RunError> {
 
 /// Runs the container; returns how its process ended.
 pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
-    let ready = opts.ready.take();
-    let checked = validate_id(&opts.id).and_then(|()| {
-        let bundle = Bundle::load(&opts.bundle)?;
-        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let size = sizing::vm_size(&bundle.spec, host_cpus)?;
-        let config = Config::load()?;
-        let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal());
-        let tty = tty_target(
-            terminal == Some(true),
-            opts.console_socket.as_deref(),
-            ready.is_some(),
-        )?;
-        let cgroup = host_cgroup::cgroup_path(&bundle.spec, &opts.id, opts.systemd_cgroup)?;
-        // Still one thread: every thread to come starts in the container's namespace.
-        netns::enter(&bundle.spec)?;
-        Ok((bundle, size, config, tty, cgroup))
+    let mut ready = opts.ready.take();
+    let detached = ready.is_some();
+    let started = check(&opts, detached).and_then(|checked| {
+        let claimed = claim(&opts, &checked.0, &checked.4)?;
+        Ok((checked, claimed))
     });
-    let (bundle, size, config, tty, cgroup) = match checked {
-        Ok(c) => c,
+    let ((bundle, size, config, tty, _), (state, place, joined)) = match started {
+        Ok(s) => s,
         Err(e) => {
             // A sandbox's `create` waits for the reason.
-            if let Some(mut r) = ready {
+            if let Some(mut r) = ready.take() {
                 let _ = writeln!(r, "error: {e}");
             }
             return Err(e);
         }
     };
     opts.ready = ready;
-    std::fs::create_dir_all(&opts.root).map_err(io_err("cannot create the state root"))?;
     let dir = opts.root.join(&opts.id);
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(RunError::Exists(opts.id.clone()));
-        }
-        Err(e) => return Err(io_err("cannot create the container's directory")(e)),
-    }
     let store = Store::new(&opts.root);
-    let mut state = ContainerState::creating(
-        &opts.id,
-        std::process::id() as i32,
-        &bundle.dir,
-        &bundle.root,
-    );
-    state.annotations = bundle.spec.annotations().clone().unwrap_or_default();
-    if let Err(e) = store.save(&state) {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e.into());
-    }
-    // Hooks run in the mount namespace runvm started in, not the share's private one.
-    let place = match HookPlace::here() {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(io_err("cannot open runvm's mount namespace")(e));
-        }
-    };
-    // The VMM's threads and memory are the container's on the host.
-    let joined = match host_cgroup::join(&cgroup, &dir) {
-        Ok(j) => j,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.into());
-        }
-    };
-    let place = place.in_cgroups(joined.origin_procs());
     let hooks = bundle.spec.hooks().clone();
     let mut tracker = Tracker::new(store, state, opts.ready, hooks, place, joined);
     let share = dir.join("share");
@@ -256,6 +209,68 @@ pub fn run(mut opts: RunOptions) -> Result<Exit, RunError> {
     let _ = SharedDir::remove(&share);
     tracker.finish(&result.as_ref().map(|_| ()));
     result
+}
+
+/// What `check` found: the bundle, the VM's size, the configuration, the terminal, and
+/// the host cgroup path.
+type Checked = (Bundle, sizing::VmSize, Config, Option<TtyTarget>, String);
+
+/// Everything that can be checked before anything exists; enters the network namespace
+/// (while the process is single-threaded) last.
+fn check(opts: &RunOptions, detached: bool) -> Result<Checked, RunError> {
+    validate_id(&opts.id)?;
+    let bundle = Bundle::load(&opts.bundle)?;
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let size = sizing::vm_size(&bundle.spec, host_cpus)?;
+    let config = Config::load()?;
+    let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal());
+    let tty = tty_target(
+        terminal == Some(true),
+        opts.console_socket.as_deref(),
+        detached,
+    )?;
+    let cgroup = host_cgroup::cgroup_path(&bundle.spec, &opts.id, opts.systemd_cgroup)?;
+    // Every thread to come starts in the container's namespace.
+    netns::enter(&bundle.spec)?;
+    Ok((bundle, size, config, tty, cgroup))
+}
+
+/// Claims the container's id: its directory and `creating` state, where hooks will run,
+/// and its host cgroup. On failure nothing of it is left.
+fn claim(
+    opts: &RunOptions,
+    bundle: &Bundle,
+    cgroup: &str,
+) -> Result<(ContainerState, HookPlace, host_cgroup::Joined), RunError> {
+    std::fs::create_dir_all(&opts.root).map_err(io_err("cannot create the state root"))?;
+    let dir = opts.root.join(&opts.id);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(RunError::Exists(opts.id.clone()));
+        }
+        Err(e) => return Err(io_err("cannot create the container's directory")(e)),
+    }
+    let claimed = (|| {
+        let mut state = ContainerState::creating(
+            &opts.id,
+            std::process::id() as i32,
+            &bundle.dir,
+            &bundle.root,
+        );
+        state.annotations = bundle.spec.annotations().clone().unwrap_or_default();
+        Store::new(&opts.root).save(&state)?;
+        // Hooks run in the mount namespace runvm started in, not the share's private one.
+        let place = HookPlace::here().map_err(io_err("cannot open runvm's mount namespace"))?;
+        // The VMM's threads and memory are the container's on the host.
+        let joined = host_cgroup::join(cgroup, &dir)?;
+        let place = place.in_cgroups(joined.origin_procs());
+        Ok((state, place, joined))
+    })();
+    if claimed.is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    claimed
 }
 
 /// What `in_vm` needs of the options.

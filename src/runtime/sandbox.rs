@@ -194,6 +194,11 @@ impl Tracker {
                     let _ = control::send(&conn, &Reply::Error { message });
                 }
                 let _ = std::fs::remove_file(dir.join(CONTROL_SOCKET));
+                // Out of the container's cgroup before `stopped` is seen: `delete` may remove
+                // it at once.
+                if let Some(cgroup) = self.cgroup.take() {
+                    cgroup.step_out();
+                }
                 self.state.status = Status::Stopped;
                 let _ = self.store.save(&self.state);
             }

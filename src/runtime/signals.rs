@@ -46,9 +46,28 @@ pub fn parse(text: &str) -> Option<libc::c_int> {
     NAMES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
+/// Whether `sig`'s default action ends a process (not stop, continue or ignore).
+fn terminates(sig: i32) -> bool {
+    let ignored_or_stopping = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGSTOP,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGURG,
+        libc::SIGWINCH,
+    ];
+    (1..=64).contains(&sig) && !ignored_or_stopping.contains(&sig)
+}
+
 /// Ends this process by signal `sig` (default disposition, unblocked), as the container's
-/// process ended; exits 128+sig if the signal does not end a process.
+/// process ended. The number comes from the guest: one that would not end a process (a
+/// stop, an ignored one, out of range) is not raised, and the caller exits with a status.
 pub fn die_by(sig: i32) {
+    if !terminates(sig) {
+        return;
+    }
     // SAFETY: resetting a disposition, unblocking and raising take no pointers but the
     // initialised signal set.
     unsafe {
@@ -64,6 +83,23 @@ pub fn die_by(sig: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_terminating_signals_are_raised() {
+        assert!(terminates(libc::SIGKILL) && terminates(libc::SIGTERM) && terminates(34));
+        for sig in [
+            0,
+            -1,
+            65,
+            libc::SIGSTOP,
+            libc::SIGTSTP,
+            libc::SIGCHLD,
+            libc::SIGWINCH,
+        ] {
+            assert!(!terminates(sig), "{sig}");
+            die_by(sig); // returns
+        }
+    }
 
     #[test]
     fn names_and_numbers() {

@@ -234,6 +234,18 @@ impl Store {
         Ok(state)
     }
 
+    /// The pid recorded for `id` as written, not checked against the process table (to
+    /// tell whose a state directory is).
+    pub fn recorded_pid(&self, id: &str) -> Option<i32> {
+        let path = self.dir(id).join("state.json");
+        let text = std::fs::read(&path).ok()?;
+        if text.len() as u64 > MAX_STATE_BYTES {
+            return None;
+        }
+        let Recorded(state) = serde_json::from_slice(&text).ok()?;
+        Some(state.pid)
+    }
+
     /// The ids of every container with a state, sorted.
     pub fn ids(&self) -> Result<Vec<String>, StateError> {
         let entries = match std::fs::read_dir(&self.root) {

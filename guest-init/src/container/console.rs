@@ -30,9 +30,16 @@ pub fn open(size: Option<(u16, u16)>) -> Result<Pty, String> {
 impl Pty {
     /// Binds the slave over `/dev/console` (created if missing), as runc does.
     pub fn mount_console(&self) -> Result<(), String> {
-        if std::fs::symlink_metadata("/dev/console").is_err() {
-            std::fs::File::create("/dev/console")
-                .map_err(|e| format!("create /dev/console: {e}"))?;
+        match std::fs::symlink_metadata("/dev/console") {
+            Err(_) => {
+                std::fs::File::create("/dev/console")
+                    .map_err(|e| format!("create /dev/console: {e}"))?;
+            }
+            // The mount would follow a link wherever the image points it.
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err("/dev/console is a symbolic link".into());
+            }
+            Ok(_) => {}
         }
         sys::mount(
             Some(&self.0.path),

@@ -100,6 +100,23 @@ fn a_created_container_killed_is_stopped_and_deleted_cleanly() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!root.join("c4").exists());
     assert!(!std::path::Path::new("/sys/fs/cgroup/c4").exists());
+
+    // A host cgroup that cannot be made fails create with that reason, in one line.
+    edit_config(&bundle, |c| {
+        c["linux"]["cgroupsPath"] = "/cgroup.procs/x".into()
+    });
+    let (code, err) = runvm(
+        &root,
+        &["create", "-b", bundle.to_str().unwrap(), "c6"],
+        Stdio::null(),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cgroup /sys/fs/cgroup/cgroup.procs/x"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!root.join("c6").exists());
     let root_text = root.to_str().unwrap();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
