@@ -1,6 +1,8 @@
 //! `runvm state ID`, `runvm list [--format table|json] [--quiet]` and `runvm ps [--format
-//! table|json] ID`, in runc's output formats (ps: a JSON array of pids, or a table of the
-//! guest's processes with the pids the container sees):
+//! table|json] ID`, in runc's output formats (ps: a table of the guest's processes with the
+//! pids the container sees, or, as runc, a JSON array of the container's host pids, which
+//! engines look up in the host's process table: the sandbox's, the one host process of a
+//! container whose processes live in a VM):
 //! the state as indented JSON; the list as runc's table (columns padded to at least 12), a
 //! JSON array, or the ids alone.
 
@@ -141,7 +143,7 @@ mod tests {
 /// Flags of `runvm ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// Output format: a table, or a JSON array of pids.
+    /// Output format: a table of the guest's processes, or a JSON array of host pids.
     #[arg(long, short, value_enum, default_value_t = ListFormat::Table)]
     format: ListFormat,
     /// The container id.
@@ -152,15 +154,15 @@ pub struct PsArgs {
     ps_args: Vec<String>,
 }
 
-/// Prints the container's processes: pids as the container sees them.
+/// Prints the container's processes: the guest's, or its host pids (`--format json`).
 pub fn ps(args: &PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     validate_id(&args.id)?;
-    let list = pausing::processes(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
     if args.format == ListFormat::Json {
-        let pids: Vec<i32> = list.iter().map(|p| p.pid).collect();
+        let pids = pausing::host_pids(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let list = pausing::processes(root, &args.id).map_err(|e| anyhow::anyhow!(e))?;
     println!("{:<8} {:>7} {:>7} CMD", "UID", "PID", "PPID");
     for p in &list {
         // The command comes from the guest: no control characters reach the terminal.

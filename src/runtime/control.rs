@@ -94,11 +94,41 @@ pub enum Reply {
     },
 }
 
+/// The longest path `sun_path` holds (108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Runs `f` on a path to the same file as `path` that fits a socket address: `path` itself
+/// when short enough, else `/proc/self/fd/N/<name>` with its directory held open (docker's
+/// state root and 64-character ids make `<root>/<id>/control.sock` too long).
+fn short<T>(path: &Path, f: impl FnOnce(&Path) -> io::Result<T>) -> io::Result<T> {
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return f(path);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return f(path);
+    };
+    let dir = std::fs::File::open(dir)?;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    f(&short)
+}
+
+/// Connects to the Unix socket at `path`, however long.
+pub fn connect(path: &Path) -> io::Result<UnixStream> {
+    short(path, |p| UnixStream::connect(p))
+}
+
+/// Listens on a new Unix socket at `path`, however long.
+pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    short(path, |p| std::os::unix::net::UnixListener::bind(p))
+}
+
 /// Connects to the control socket at `path`, sends `request`, and returns the one reply
 /// (waiting at most `patience`); errors are one line naming container `id`.
 pub fn ask(path: &Path, id: &str, request: &Request, patience: Duration) -> Result<Reply, String> {
     let unreachable = |e: io::Error| format!("cannot reach the sandbox of {id}: {e}");
-    let conn = UnixStream::connect(path).map_err(unreachable)?;
+    let conn = connect(path).map_err(unreachable)?;
     conn.set_read_timeout(Some(patience)).map_err(unreachable)?;
     send(&conn, request).map_err(unreachable)?;
     match recv::<Reply>(&conn) {
@@ -179,6 +209,23 @@ mod tests {
         let mut got = [0u8; 2];
         left.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hi");
+    }
+
+    #[test]
+    fn sockets_at_paths_too_long_for_an_address_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).unwrap();
+        let path = deep.join("control.sock");
+        assert!(path.as_os_str().len() > MAX_SOCKET_PATH);
+        let listener = bind(&path).unwrap();
+        assert!(path.exists());
+        let mut client = connect(&path).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"x").unwrap();
+        let mut got = [0u8; 1];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"x");
     }
 
     #[test]

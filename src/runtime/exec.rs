@@ -165,8 +165,7 @@ fn relay_process(
         id: opts.id.clone(),
         source,
     };
-    let conn =
-        UnixStream::connect(store.dir(&opts.id).join(CONTROL_SOCKET)).map_err(unreachable)?;
+    let conn = control::connect(&store.dir(&opts.id).join(CONTROL_SOCKET)).map_err(unreachable)?;
     conn.set_read_timeout(Some(START_PATIENCE))
         .map_err(unreachable)?;
     let terminal = opts

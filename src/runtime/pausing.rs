@@ -85,6 +85,15 @@ pub fn processes(root: &Path, id: &str) -> Result<Vec<ProcessInfo>, String> {
     }
 }
 
+/// `runvm ps --format json`: the running container's host pids, as engines (docker top)
+/// look them up in the host's process table: its sandbox's.
+pub fn host_pids(root: &Path, id: &str) -> Result<Vec<i32>, String> {
+    let store = Store::new(root);
+    require_running(&store, id, "list the processes of")?;
+    let state = store.load(id).map_err(|e| e.to_string())?;
+    Ok(vec![state.pid])
+}
+
 /// `runvm update`: new limits for the running container's cgroup in its guest.
 pub fn update(root: &Path, id: &str, resources: Resources) -> Result<(), String> {
     let store = Store::new(root);

@@ -119,7 +119,7 @@ impl Tracker {
     /// startContainer hooks run last, before the release.
     pub fn created(&mut self) -> Result<(), RunError> {
         let path = self.dir().join(CONTROL_SOCKET);
-        let listener = UnixListener::bind(&path).map_err(|source| RunError::Io {
+        let listener = control::bind(&path).map_err(|source| RunError::Io {
             what: "cannot listen on the control socket",
             source,
         })?;

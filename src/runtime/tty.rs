@@ -141,7 +141,7 @@ impl Drop for Terminal {
 /// Sends `master` over the Unix socket at `path`, with the pty's name as the data (runc's
 /// form, which containerd's and conmon's receivers read).
 fn send_master(path: &Path, master: OwnedFd, name: &str) -> io::Result<()> {
-    let conn = UnixStream::connect(path).map_err(context(&format!(
+    let conn = super::control::connect(path).map_err(context(&format!(
         "cannot connect to the console socket {}",
         path.display()
     )))?;
