@@ -36,7 +36,7 @@ const HIGH_FD: i32 = 10;
 
 /// The namespaces an exec'd process joins, in setns order (the mount namespace last: it
 /// changes what the other paths mean).
-const JOINED_NAMESPACES: [&str; 4] = ["ipc", "uts", "pid", "mnt"];
+const JOINED_NAMESPACES: [&str; 5] = ["ipc", "uts", "cgroup", "pid", "mnt"];
 /// The most processes one container may have started through runvm at a time.
 pub const MAX_PROCESSES: usize = 1024;
 

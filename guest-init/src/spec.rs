@@ -85,6 +85,10 @@ pub struct ExecSpec {
     /// Limits of the container's cgroup in the guest (the container's first process only).
     #[serde(default)]
     pub resources: Option<Resources>,
+    /// A cgroup namespace rooted at the container's cgroup (the spec lists one), so that
+    /// its cgroup2 mount shows its own limits at /sys/fs/cgroup, as with runc.
+    #[serde(default)]
+    pub cgroup_ns: bool,
 }
 
 /// Limits of the container's cgroup (v2) in the guest; an absent one is left as it is.

@@ -115,6 +115,13 @@ fn set_up_and_exec() -> Result<String, String> {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj: {e}"))?;
     }
+    // The process is in the container's cgroup already (entered before this stage ran).
+    if spec.cgroup_ns && !spec.join {
+        // SAFETY: unshare takes only flags.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(sys::last_error("unshare", "the cgroup namespace"));
+        }
+    }
     let pty = if spec.join {
         spec.terminal
             .then(|| console::open(spec.console_size))

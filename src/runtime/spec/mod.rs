@@ -125,6 +125,12 @@ pub fn exec_spec(
         resources: linux
             .and_then(|l| l.resources().as_ref())
             .and_then(super::resources::guest_limits),
+        cgroup_ns: linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+            }),
     })
 }
 

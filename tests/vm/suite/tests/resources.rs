@@ -24,13 +24,14 @@ fn exec_out(root: &Path, dir: &Path, args: &[&str]) -> String {
     std::fs::read_to_string(&path).unwrap()
 }
 
-/// The limits as the container's processes see them in the guest's cgroup2.
+/// The limits as the container's processes see them: in their cgroup namespace, their own
+/// cgroup is the root of the cgroup2 mount, as with runc.
 const SHOW_LIMITS: &[&str] = &[
     "cat",
     "/proc/self/cgroup",
-    "/sys/fs/cgroup/container/memory.max",
-    "/sys/fs/cgroup/container/pids.max",
-    "/sys/fs/cgroup/container/cpu.max",
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/pids.max",
+    "/sys/fs/cgroup/cpu.max",
 ];
 
 #[test]
@@ -48,6 +49,9 @@ fn limits_from_the_spec_update_and_events() {
             "pids": { "limit": 20 },
             "cpu": { "quota": 50000, "period": 100000 }
         });
+        c["linux"]["namespaces"] = serde_json::json!([
+            { "type": "pid" }, { "type": "mount" }, { "type": "cgroup" }
+        ]);
         c["mounts"].as_array_mut().unwrap().push(
             serde_json::json!({ "destination": "/sys/fs/cgroup", "type": "cgroup",
                                       "source": "cgroup", "options": ["ro"] }),
@@ -57,7 +61,7 @@ fn limits_from_the_spec_update_and_events() {
     assert_eq!(runvm(&root, &["start", "r1"], Stdio::null()).0, Some(0));
     assert_eq!(
         exec_out(&root, dir.path(), SHOW_LIMITS),
-        "0::/container\n67108864\n20\n50000 100000\n"
+        "0::/\n67108864\n20\n50000 100000\n"
     );
 
     // containerd's shim writes the new resources to update's stdin.
@@ -84,7 +88,7 @@ fn limits_from_the_spec_update_and_events() {
     );
     assert_eq!(
         exec_out(&root, dir.path(), SHOW_LIMITS),
-        "0::/container\n134217728\n30\nmax 100000\n"
+        "0::/\n134217728\n30\nmax 100000\n"
     );
     let (code, err) = runvm(
         &root,
@@ -93,11 +97,7 @@ fn limits_from_the_spec_update_and_events() {
     );
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
-        exec_out(
-            &root,
-            dir.path(),
-            &["cat", "/sys/fs/cgroup/container/pids.max"]
-        ),
+        exec_out(&root, dir.path(), &["cat", "/sys/fs/cgroup/pids.max"]),
         "25\n"
     );
 
