@@ -1,0 +1,199 @@
+# Docker scenarios, sourced by tests/e2e/in-vm with $RUNTIME (runvm or runc), $IMAGE (a
+# busybox image), $W (a scratch directory) and a running dockerd. Every scenario asks for
+# runc's behaviour; the few that look at the VM itself (its memory and CPUs) check that
+# only with runvm.
+
+# A container with the runtime under test and no network (fast; the bridge has its own
+# scenario).
+drun() { docker run --runtime "$RUNTIME" --network none "$@"; }
+dcreate() { docker create --runtime "$RUNTIME" --network none "$@"; }
+# A unique container name per runtime pass.
+name() { echo "$RUNTIME-$1"; }
+
+docker_echo() {
+    expect "$(drun --rm "$IMAGE" echo hello)" hello
+}
+
+docker_exit_codes() {
+    expect "$(status drun --rm "$IMAGE" true)" 0
+    expect "$(status drun --rm "$IMAGE" false)" 1
+    expect "$(status drun --rm "$IMAGE" sh -c 'exit 42')" 42
+    local c; c=$(name k9)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    docker kill "$c" >/dev/null
+    expect "$(docker wait "$c")" 137
+    docker rm "$c" >/dev/null
+}
+
+docker_stop() {
+    local t k; t=$(name stop-term) k=$(name stop-kill)
+    drun -d --name "$t" "$IMAGE" sh -c 'trap "exit 3" TERM; while :; do sleep 0.2; done' >/dev/null
+    drun -d --name "$k" "$IMAGE" sleep 1000 >/dev/null
+    wait_until 60 docker exec "$t" true
+    docker stop -t 30 "$t" >/dev/null
+    expect "$(docker inspect -f '{{.State.ExitCode}}' "$t")" 3
+    # PID 1 without a handler ignores SIGTERM: SIGKILL after the timeout.
+    docker stop -t 2 "$k" >/dev/null
+    expect "$(docker inspect -f '{{.State.ExitCode}}' "$k")" 137
+    docker rm "$t" "$k" >/dev/null
+}
+
+docker_exec() {
+    local c; c=$(name exec)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    expect "$(status docker exec "$c" sh -c 'exit 5')" 5
+    expect "$(echo through-stdin | docker exec -i "$c" cat)" through-stdin
+    expect "$(docker exec -t "$c" tty | tr -d '\r')" /dev/pts/0
+    expect "$(docker exec -u 1000 -w /tmp -e X=y "$c" sh -c 'echo $(id -u) $(pwd) $X')" \
+        "1000 /tmp y"
+    docker rm -f "$c" >/dev/null
+}
+
+docker_logs() {
+    local c; c=$(name logs)
+    drun --name "$c" "$IMAGE" sh -c 'echo out; echo err >&2' >/dev/null 2>&1
+    expect "$(docker logs "$c" 2>/dev/null)" out
+    expect "$(docker logs "$c" 2>&1 >/dev/null)" err
+    docker rm "$c" >/dev/null
+}
+
+docker_kill_usr1() {
+    local c; c=$(name usr1)
+    drun -d --name "$c" "$IMAGE" sh -c 'trap "exit 10" USR1; while :; do sleep 0.2; done' >/dev/null
+    wait_until 60 docker exec "$c" true
+    docker kill -s USR1 "$c" >/dev/null
+    expect "$(docker wait "$c")" 10
+    docker rm "$c" >/dev/null
+}
+
+docker_restart() {
+    local c before; c=$(name restart)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    before=$(docker inspect -f '{{.State.StartedAt}}' "$c")
+    docker restart -t 1 "$c" >/dev/null
+    expect "$(docker inspect -f '{{.State.Status}}' "$c")" running
+    [ "$(docker inspect -f '{{.State.StartedAt}}' "$c")" != "$before" ]
+    docker exec "$c" true
+    docker rm -f "$c" >/dev/null
+}
+
+docker_pause() {
+    local c; c=$(name pause)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    docker pause "$c" >/dev/null
+    expect "$(docker inspect -f '{{.State.Status}}' "$c")" paused
+    docker unpause "$c" >/dev/null
+    expect "$(docker inspect -f '{{.State.Status}}' "$c")" running
+    docker exec "$c" true
+    docker rm -f "$c" >/dev/null
+}
+
+docker_volumes() {
+    local v; v=$(name vol)
+    mkdir -p "$W/host-$RUNTIME"
+    echo from-host >"$W/host-$RUNTIME/in"
+    expect "$(drun --rm -v "$W/host-$RUNTIME:/h" "$IMAGE" sh -c 'cat /h/in; echo from-guest >/h/out')" \
+        from-host
+    expect "$(cat "$W/host-$RUNTIME/out")" from-guest
+    docker volume create "$v" >/dev/null
+    drun --rm -v "$v:/v" "$IMAGE" sh -c 'echo kept >/v/f'
+    expect "$(drun --rm -v "$v:/v" "$IMAGE" cat /v/f)" kept
+    docker volume rm "$v" >/dev/null
+    expect_in "$(drun --rm --tmpfs /t "$IMAGE" grep ' /t ' /proc/mounts)" tmpfs
+}
+
+docker_read_only() {
+    local out
+    out=$(drun --rm --read-only "$IMAGE" touch /x 2>&1) && return 1
+    expect_in "$out" "Read-only file system"
+}
+
+docker_process_settings() {
+    expect "$(drun --rm -e A=b -w /tmp -u 1000:1000 --hostname hh "$IMAGE" \
+        sh -c 'echo $A $(pwd) $(id -u):$(id -g) $(hostname)')" "b /tmp 1000:1000 hh"
+}
+
+docker_files_docker_makes() {
+    expect "$(drun --rm --hostname named "$IMAGE" sh -c \
+        'test -s /etc/hosts && test -e /etc/resolv.conf && cat /etc/hostname')" named
+}
+
+docker_resources() {
+    local c pid id; c=$(name res)
+    drun -d --name "$c" --memory 256m --cpus 1 "$IMAGE" sleep 1000 >/dev/null
+    expect "$(docker exec "$c" cat /sys/fs/cgroup/memory.max)" 268435456
+    expect "$(docker exec "$c" cat /sys/fs/cgroup/cpu.max)" "100000 100000"
+    # On the host, the container's cgroup holds its host process.
+    pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+    id=$(docker inspect -f '{{.Id}}' "$c")
+    grep -qx "$pid" "/sys/fs/cgroup/docker/$id/cgroup.procs"
+    if [ "$RUNTIME" = runvm ]; then
+        # The VM itself is sized from the limits: one vCPU, the limit plus the guest's own.
+        expect "$(docker exec "$c" nproc)" 1
+        local kb; kb=$(docker exec "$c" awk '/MemTotal/ { print $2 }' /proc/meminfo)
+        [ "$kb" -le $(( (256 + 64) * 1024 )) ] && [ "$kb" -ge $(( 256 * 1024 )) ]
+    fi
+    docker rm -f "$c" >/dev/null
+}
+
+docker_top() {
+    local c pid; c=$(name top)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+    docker top "$c" | awk -v p="$pid" '$2 == p { found = 1 } END { exit !found }'
+    docker rm -f "$c" >/dev/null
+}
+
+docker_cp_diff_commit() {
+    local c m; c=$(name cp) m=$(name made)
+    echo copied-in >"$W/cp-$RUNTIME"
+    dcreate --name "$c" "$IMAGE" sh -c 'cat /in.txt; echo made >/out.txt' >/dev/null
+    docker cp "$W/cp-$RUNTIME" "$c:/in.txt"
+    expect "$(docker start -a "$c")" copied-in
+    docker cp "$c:/out.txt" "$W/out-$RUNTIME"
+    expect "$(cat "$W/out-$RUNTIME")" made
+    expect_in "$(docker diff "$c")" "A /out.txt"
+    docker commit "$c" "$m" >/dev/null
+    expect "$(drun --rm "$m" cat /out.txt)" made
+    docker rm "$c" >/dev/null
+    docker rmi "$m" >/dev/null
+}
+
+docker_missing_entrypoint() {
+    local out rc
+    out=$(drun --rm "$IMAGE" nope 2>&1) && return 1
+    rc=$(status drun --rm "$IMAGE" nope)
+    expect "$rc" 127
+    expect_in "$out" 'exec: "nope": executable file not found in $PATH'
+}
+
+docker_network_none() {
+    expect_in "$(drun --rm "$IMAGE" cat /proc/net/dev)" "lo:"
+}
+
+docker_bridge() {
+    # The default bridge: docker's prestart hook wires a veth into the sandbox's network
+    # namespace; the container must start (its NIC in the guest comes later).
+    expect "$(docker run --rm --runtime "$RUNTIME" "$IMAGE" echo bridged)" bridged
+}
+
+docker_scenarios() {
+    scenario "docker $RUNTIME: run --rm echo" docker_echo
+    scenario "docker $RUNTIME: exit codes 0 1 42 137" docker_exit_codes
+    scenario "docker $RUNTIME: stop (SIGTERM, then SIGKILL after the timeout)" docker_stop
+    scenario "docker $RUNTIME: exec (code, -i, -t, -u -w -e)" docker_exec
+    scenario "docker $RUNTIME: logs keep stdout and stderr apart" docker_logs
+    scenario "docker $RUNTIME: kill -s USR1 reaches a trap" docker_kill_usr1
+    scenario "docker $RUNTIME: restart" docker_restart
+    scenario "docker $RUNTIME: pause and unpause" docker_pause
+    scenario "docker $RUNTIME: host dir, named volume, tmpfs" docker_volumes
+    scenario "docker $RUNTIME: --read-only" docker_read_only
+    scenario "docker $RUNTIME: -e -w -u --hostname" docker_process_settings
+    scenario "docker $RUNTIME: hosts, resolv.conf, hostname" docker_files_docker_makes
+    scenario "docker $RUNTIME: --memory --cpus in the container and on the host" docker_resources
+    scenario "docker $RUNTIME: top" docker_top
+    scenario "docker $RUNTIME: cp in and out, diff, commit" docker_cp_diff_commit
+    scenario "docker $RUNTIME: a missing entrypoint" docker_missing_entrypoint
+    scenario "docker $RUNTIME: --network none" docker_network_none
+    scenario "docker $RUNTIME: the default bridge network" docker_bridge
+}
