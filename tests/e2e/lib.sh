@@ -1,19 +1,28 @@
 # TAP helpers for the end-to-end suites, sourced by tests/e2e/in-vm.
 #
-# scenario NAME FUNCTION: runs FUNCTION in a subshell with errexit, prints
+# scenario NAME FUNCTION: runs FUNCTION in a fresh bash with errexit (the files in
+# $E2E_SOURCES sourced, the variables it needs exported) under a timeout of
+# $E2E_TIMEOUT seconds (default 300: a hang fails the scenario, not the suite), prints
 # `ok N - NAME (T s)` or `not ok N - NAME (T s)` followed by the tail of its output, and
 # appends `NAME T` to $E2E_TIMES. A scenario fails on its first failing command.
+# $E2E_ONLY, an extended regular expression, keeps only the scenarios whose name matches.
 
 e2e_n=0
 e2e_failed=0
 
 scenario() {
-    local name=$1 fn=$2 log start end rc secs
+    local name=$1 fn=$2 log start end rc secs src
+    if [ -n "${E2E_ONLY:-}" ] && ! [[ $name =~ $E2E_ONLY ]]; then
+        return 0
+    fi
     e2e_n=$((e2e_n + 1))
     log=$(mktemp)
     start=$(date +%s%N)
-    ( set -eo pipefail; "$fn" ) >"$log" 2>&1
+    src=
+    for f in $E2E_SOURCES; do src+=". '$f'; "; done
+    timeout -k 10 "${E2E_TIMEOUT:-300}" bash -c "$src set -xeo pipefail; $fn" </dev/null >"$log" 2>&1
     rc=$?
+    [ $rc -ne 124 ] || echo "timed out after ${E2E_TIMEOUT:-300} s" >>"$log"
     end=$(date +%s%N)
     secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
     if [ $rc -eq 0 ]; then
