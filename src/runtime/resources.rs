@@ -19,14 +19,15 @@ fn shares_to_weight(shares: u64) -> u64 {
 }
 
 /// The guest cgroup limits `r` asks for (memory limit, CPU quota, period and shares, pids
-/// limit); `None` if it asks for none of them.
+/// limit); `None` if it asks for none of them. A zero memory limit, quota, period or shares
+/// is unset, as runc reads them (engines write zeros for what the user did not ask).
 pub fn guest_limits(r: &LinuxResources) -> Option<Resources> {
     let memory = r.memory().as_ref();
     let cpu = r.cpu().as_ref();
     let limits = Resources {
-        memory_max: memory.and_then(|m| m.limit()),
-        cpu_quota: cpu.and_then(|c| c.quota()),
-        cpu_period: cpu.and_then(|c| c.period()),
+        memory_max: memory.and_then(|m| m.limit()).filter(|n| *n != 0),
+        cpu_quota: cpu.and_then(|c| c.quota()).filter(|n| *n != 0),
+        cpu_period: cpu.and_then(|c| c.period()).filter(|n| *n != 0),
         cpu_weight: cpu
             .and_then(|c| c.shares())
             .map(shares_to_weight)
@@ -92,6 +93,11 @@ mod tests {
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(guest_limits(&LinuxResources::default()), None);
+        let zeros: LinuxResources = serde_json::from_str(
+            r#"{"memory":{"limit":0},"cpu":{"quota":0,"period":0,"shares":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(guest_limits(&zeros), None);
     }
 
     #[test]
