@@ -54,14 +54,28 @@ fn change(
     Ok(())
 }
 
+/// Sends `request` to the sandbox of `id` and takes the answer `pick` accepts; an error
+/// reply is its message, any other reply an unexpected answer.
+fn ask_for<T>(
+    store: &Store,
+    id: &str,
+    request: &Request,
+    pick: impl FnOnce(Reply) -> Result<T, Reply>,
+) -> Result<T, String> {
+    let path = store.dir(id).join(CONTROL_SOCKET);
+    match pick(control::ask(&path, id, request, PATIENCE)?) {
+        Ok(t) => Ok(t),
+        Err(Reply::Error { message }) => Err(message),
+        Err(other) => Err(format!("the sandbox of {id} answered {other:?}")),
+    }
+}
+
 /// Sends `request` to the sandbox of `id`; only `Ok` is success.
 fn ask_ok(store: &Store, id: &str, request: &Request) -> Result<(), String> {
-    let path = store.dir(id).join(CONTROL_SOCKET);
-    match control::ask(&path, id, request, PATIENCE)? {
+    ask_for(store, id, request, |r| match r {
         Reply::Ok => Ok(()),
-        Reply::Error { message } => Err(message),
-        other => Err(format!("the sandbox of {id} answered {other:?}")),
-    }
+        other => Err(other),
+    })
 }
 
 /// Fails unless `id` is running; `what` names the request in the refusal of a paused one.
@@ -77,12 +91,10 @@ fn require_running(store: &Store, id: &str, what: &str) -> Result<(), String> {
 pub fn processes(root: &Path, id: &str) -> Result<Vec<ProcessInfo>, String> {
     let store = Store::new(root);
     require_running(&store, id, "list the processes of")?;
-    let path = store.dir(id).join(CONTROL_SOCKET);
-    match control::ask(&path, id, &Request::Ps, PATIENCE)? {
+    ask_for(&store, id, &Request::Ps, |r| match r {
         Reply::Processes { processes } => Ok(processes),
-        Reply::Error { message } => Err(message),
-        other => Err(format!("the sandbox of {id} answered {other:?}")),
-    }
+        other => Err(other),
+    })
 }
 
 /// `runvm ps --format json`: the running container's host pids, as engines (docker top)
@@ -105,12 +117,10 @@ pub fn update(root: &Path, id: &str, resources: Resources) -> Result<(), String>
 pub fn stats(root: &Path, id: &str) -> Result<Stats, String> {
     let store = Store::new(root);
     require_running(&store, id, "read the stats of")?;
-    let path = store.dir(id).join(CONTROL_SOCKET);
-    match control::ask(&path, id, &Request::Stats, PATIENCE)? {
+    ask_for(&store, id, &Request::Stats, |r| match r {
         Reply::Stats { stats } => Ok(*stats),
-        Reply::Error { message } => Err(message),
-        other => Err(format!("the sandbox of {id} answered {other:?}")),
-    }
+        other => Err(other),
+    })
 }
 
 /// `runvm kill --all`: `signal` to every process of the running container.
