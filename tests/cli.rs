@@ -285,3 +285,31 @@ fn a_reader_that_goes_away_ends_a_printing_verb_quietly() {
         out.status
     );
 }
+
+#[test]
+fn spec_writes_config_json_and_refuses_rootless() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().to_str().unwrap();
+    let out = runvm(&["spec", "--bundle", bundle], None);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(spec["root"]["path"], "rootfs");
+    let other = tempfile::tempdir().unwrap();
+    for args in [
+        &["spec", "--rootless", "-b"][..],
+        &["--rootless", "true", "spec", "-b"][..],
+    ] {
+        let mut args = args.to_vec();
+        args.push(other.path().to_str().unwrap());
+        let out = runvm(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.trim(),
+            "runvm: rootless containers are not supported",
+            "{args:?}"
+        );
+        assert!(!other.path().join("config.json").exists());
+    }
+}

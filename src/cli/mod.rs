@@ -144,7 +144,7 @@ pub fn main() -> ExitCode {
         Command::Resume(args) => lifecycle::resume(args, &cli.root),
         Command::Update(args) => resources::update(args, &cli.root),
         Command::Events(args) => resources::events(args, &cli.root),
-        Command::Spec(args) => spec::spec(args),
+        Command::Spec(args) => spec::spec(args, cli.rootless.as_deref()),
         Command::Features => spec::features(),
     };
     match result {

@@ -16,15 +16,14 @@ pub struct SpecArgs {
     /// Where to write config.json.
     #[arg(long, short, default_value = ".")]
     bundle: PathBuf,
-    /// A spec for a rootless container (not supported by runvm).
-    #[arg(long)]
-    rootless: bool,
 }
 
 /// Writes the default config.json into the bundle directory; refuses to overwrite one.
-pub fn spec(args: &SpecArgs) -> anyhow::Result<ExitCode> {
-    if args.rootless {
-        bail!("runvm does not support rootless containers");
+/// `rootless` is the global `--rootless` (which `runvm spec --rootless` sets too, as runc's
+/// spec flag of that name): runvm writes no rootless spec.
+pub fn spec(args: &SpecArgs, rootless: Option<&str>) -> anyhow::Result<ExitCode> {
+    if rootless.is_some_and(|r| r != "false") {
+        bail!("rootless containers are not supported");
     }
     let path = args.bundle.join("config.json");
     if path.exists() {
@@ -105,9 +104,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let args = SpecArgs {
             bundle: dir.path().to_owned(),
-            rootless: false,
         };
-        spec(&args).unwrap();
+        spec(&args, None).unwrap();
         let text = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
         let parsed: oci_spec::runtime::Spec = serde_json::from_str(&text).unwrap();
         assert_eq!(
@@ -115,7 +113,7 @@ mod tests {
             &PathBuf::from("rootfs")
         );
         assert!(parsed.process().is_some());
-        let again = spec(&args).unwrap_err().to_string();
+        let again = spec(&args, None).unwrap_err().to_string();
         assert!(
             again.ends_with("config.json exists. Remove it first"),
             "{again}"
