@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -102,6 +102,11 @@ pub fn exec(opts: &ExecOptions) -> Result<Outcome, ExecError> {
         -1 => Err(io_err("fork")(io::Error::last_os_error())),
         0 => {
             drop(read_end);
+            if matches!(opts.tty, Some(TtyTarget::Socket(_))) {
+                // The process's stdio is the terminal: the relay must not hold ours, whose
+                // end the caller may wait for once we return.
+                stdio_to_null();
+            }
             let signals = relay::block_forwarded_signals();
             let mut ready = Some(File::from(write_end));
             let code = match relay_process(opts, &store, signals, &mut ready) {
@@ -135,6 +140,20 @@ pub fn exec(opts: &ExecOptions) -> Result<Outcome, ExecError> {
                     other.strip_prefix("error: ").unwrap_or(other).to_owned(),
                 )),
             }
+        }
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null (best effort: nothing to report to).
+fn stdio_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays open for the call.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
     }
 }

@@ -5,7 +5,7 @@
 //! %rsi = `boot_params`. Application processors wait for the guest's SIPI.
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_lapic_state, kvm_segment};
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::{Cap, Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::GuestMemory;
@@ -32,11 +32,27 @@ fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> CpuError {
     move |source| CpuError::Kvm { what, source }
 }
 
-/// The host's supported CPUID, read once per VM.
+/// The host's supported CPUID, read once per VM, plus the TSC-deadline timer when KVM's
+/// local APIC emulates it (KVM leaves that bit to userspace).
 pub fn supported_cpuid(kvm_fd: &Kvm) -> Result<CpuId, CpuError> {
-    kvm_fd
+    let mut cpuid = kvm_fd
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))
+        .map_err(kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    if kvm_fd.check_extension(Cap::TscDeadlineTimer) {
+        offer_tsc_deadline(&mut cpuid);
+    }
+    Ok(cpuid)
+}
+
+/// Leaf 1, ECX bit 24: the TSC-deadline timer. A guest kernel that sees it arms its local
+/// APIC timer from the TSC and skips calibrating that timer, which otherwise spins for
+/// tens of timer ticks at every boot.
+fn offer_tsc_deadline(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == 0x1 {
+            e.ecx |= 1 << 24;
+        }
+    }
 }
 
 /// Bits needed to number `count` things.
@@ -340,5 +356,25 @@ mod tests {
         assert_eq!(id_bits(1), 0);
         assert_eq!(id_bits(2), 1);
         assert_eq!(id_bits(5), 3);
+    }
+
+    #[test]
+    fn the_tsc_deadline_timer_is_offered_in_leaf_one_only() {
+        let entries = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                ecx: 0x8000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 7,
+                ..Default::default()
+            },
+        ];
+        let mut cpuid = CpuId::from_entries(&entries).unwrap();
+        offer_tsc_deadline(&mut cpuid);
+        let e = cpuid.as_slice();
+        assert_eq!(e[0].ecx, 0x8100_0001);
+        assert_eq!(e[1].ecx, 0);
     }
 }

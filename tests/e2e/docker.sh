@@ -49,6 +49,24 @@ docker_exec() {
     docker rm -f "$c" >/dev/null
 }
 
+docker_it_resize() {
+    # docker's client on a terminal (script(1) makes one, 33x77): the container sees that
+    # size, then the new one once the terminal is resized (client -> dockerd -> shim ->
+    # the runtime's console -> the process's SIGWINCH). stty sets rows and columns one
+    # at a time: the container waits for both.
+    local log=$W/it-$RUNTIME.log inner=$W/it-$RUNTIME.sh
+    cat >"$inner" <<INNER
+stty rows 33 cols 77
+(until grep -q 'first 33 77' "$log"; do sleep 0.2; done; stty -F /dev/tty rows 40 cols 100) &
+docker run -it --rm --runtime $RUNTIME --network none $IMAGE sh -c \
+    'until [ "\$(stty size)" = "33 77" ]; do sleep 0.2; done; echo first \$(stty size)
+     until [ "\$(stty size)" = "40 100" ]; do sleep 0.2; done; echo now \$(stty size)'
+INNER
+    timeout 120 script -qefc "sh $inner" "$log" >/dev/null
+    expect_in "$(tr -d '\r' <"$log")" "first 33 77"
+    expect_in "$(tr -d '\r' <"$log")" "now 40 100"
+}
+
 docker_logs() {
     local c; c=$(name logs)
     drun --name "$c" "$IMAGE" sh -c 'echo out; echo err >&2' >/dev/null 2>&1
@@ -182,6 +200,7 @@ docker_scenarios() {
     scenario "docker $RUNTIME: exit codes 0 1 42 137" docker_exit_codes
     scenario "docker $RUNTIME: stop (SIGTERM, then SIGKILL after the timeout)" docker_stop
     scenario "docker $RUNTIME: exec (code, -i, -t, -u -w -e)" docker_exec
+    scenario "docker $RUNTIME: run -it, then a resize" docker_it_resize
     scenario "docker $RUNTIME: logs keep stdout and stderr apart" docker_logs
     scenario "docker $RUNTIME: kill -s USR1 reaches a trap" docker_kill_usr1
     scenario "docker $RUNTIME: restart" docker_restart

@@ -6,6 +6,7 @@
 # `ok N - NAME (T s)` or `not ok N - NAME (T s)` followed by the tail of its output, and
 # appends `NAME T` to $E2E_TIMES. A scenario fails on its first failing command.
 # $E2E_ONLY, an extended regular expression, keeps only the scenarios whose name matches.
+# $E2E_TAIL: how many lines of a failed scenario's output to show (default 25).
 
 e2e_n=0
 e2e_failed=0
@@ -30,7 +31,7 @@ scenario() {
     else
         e2e_failed=$((e2e_failed + 1))
         echo "not ok $e2e_n - $name ($secs s)"
-        tail -n 25 "$log" | sed 's/^/#   /'
+        tail -n ${E2E_TAIL:-25} "$log" | sed 's/^/#   /'
     fi
     echo "$name $secs" >>"$E2E_TIMES"
     rm -f "$log"

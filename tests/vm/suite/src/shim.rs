@@ -51,6 +51,34 @@ pub fn runvm(root: &Path, args: &[&str], stdout: Stdio) -> (Option<i32>, String)
     )
 }
 
+/// Runs runvm with stdout and stderr on one pipe read to its end, as containerd's shim
+/// runs `create` and `exec` for a terminal (go-runc's combined output): that end comes only
+/// once no process holds the pipe, so a sandbox or relay that kept it would hang the shim.
+/// Returns the exit code and the output; a pipe still open after [`HANG`] fails the test.
+pub fn runvm_to_eof(root: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let (mut reader, writer) = std::io::pipe().expect("a pipe");
+    let mut child = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().expect("a pipe"))
+        .stderr(writer)
+        .spawn()
+        .expect("runvm CLI");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("runvm {args:?}: its output never ended"));
+    let status = child.wait().expect("runvm CLI");
+    (status.code(), out)
+}
+
 /// `runvm state ID`, parsed.
 pub fn state_of(root: &Path, id: &str) -> serde_json::Value {
     let out = Command::new(runvm_bin())

@@ -247,6 +247,19 @@ fn the_process_is_pid_1_with_its_own_hostname_and_proc() {
 }
 
 #[test]
+fn the_guest_kernel_sees_the_tsc_deadline_timer() {
+    // With it the guest skips calibrating its local APIC timer at every boot.
+    let r = run(
+        &["grep", "-cw", "tsc_deadline_timer", "/proc/cpuinfo"],
+        &[PATH],
+        "/",
+        b"",
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "1");
+}
+
+#[test]
 fn state_list_kill_and_delete_act_through_runvms_pid() {
     require_real_kvm();
     guest_image();

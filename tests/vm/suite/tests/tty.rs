@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use runvm_vm_tests::console::{ConsoleSocket, Screen};
-use runvm_vm_tests::shim::{as_shim, read_pid, runvm, state_of, wait_for};
+use runvm_vm_tests::shim::{as_shim, read_pid, runvm, runvm_to_eof, state_of, wait_for};
 use runvm_vm_tests::{busybox_bundle, edit_config, run_bundle};
 
 /// How long a terminal may take to show what the test waits for.
@@ -50,7 +50,8 @@ fn create_with_a_console_socket_gives_a_terminal_that_follows_resizes() {
     });
     let socket = ConsoleSocket::listen(&dir.path().join("console.sock"));
     let pid_file = dir.path().join("c.pid");
-    let (code, err) = runvm(
+    // The shim reads create's output to its end: the sandbox must not hold it.
+    let (code, err) = runvm_to_eof(
         &root,
         &[
             "create",
@@ -62,7 +63,6 @@ fn create_with_a_console_socket_gives_a_terminal_that_follows_resizes() {
             pid_file.to_str().unwrap(),
             "t1",
         ],
-        Stdio::null(),
     );
     assert_eq!(code, Some(0), "{err}");
     // The master came during create, as runc sends it.
@@ -108,7 +108,8 @@ fn exec_tty_with_a_console_socket_detached_as_the_shim_does() {
 
     let socket = ConsoleSocket::listen(&dir.path().join("exec.sock"));
     let relay_pid_file = dir.path().join("exec.pid");
-    let (code, err) = runvm(
+    // As for create: the detached relay must not hold the output the shim reads.
+    let (code, err) = runvm_to_eof(
         &root,
         &[
             "exec",
@@ -123,7 +124,6 @@ fn exec_tty_with_a_console_socket_detached_as_the_shim_does() {
             "-c",
             SIZE_LOOP,
         ],
-        Stdio::null(),
     );
     assert_eq!(code, Some(0), "{err}");
     let (_, mut master) = socket.master();
