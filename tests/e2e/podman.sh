@@ -1,13 +1,14 @@
-# Podman scenarios (podman 4.3 + conmon, `--runtime` naming the runtime's binary), sourced by
-# tests/e2e/in-vm with $RUNTIME_BIN, $RUNTIME, $W and the image imported as $IMAGE.
+# Podman scenarios (podman 4.3 + conmon, `--runtime` naming the runtime: runc is podman's
+# own, runvm comes from the table packaging/runvm-register writes), sourced by
+# tests/e2e/in-vm with $RUNTIME, $W and the image imported as $IMAGE.
 
 # podman with its own storage and state on the e2e tmpfs, no network, the runtime under test.
 prun() {
-    podman --root "$W/podman" --runroot "$W/podman-run" ${RUNTIME_BIN:+--runtime "$RUNTIME_BIN"} \
+    podman --root "$W/podman" --runroot "$W/podman-run" ${RUNTIME:+--runtime "$RUNTIME"} \
         --cgroup-manager cgroupfs --events-backend file run --network none "$@"
 }
 pman() {
-    podman --root "$W/podman" --runroot "$W/podman-run" ${RUNTIME_BIN:+--runtime "$RUNTIME_BIN"} \
+    podman --root "$W/podman" --runroot "$W/podman-run" ${RUNTIME:+--runtime "$RUNTIME"} \
         --cgroup-manager cgroupfs --events-backend file "$@"
 }
 
@@ -53,6 +54,11 @@ events_logger = "file"
 # conmon starts the runtime with its own environment: this one names runvm's guest image.
 conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNVM_CONFIG=$RUNVM_CONFIG"]
 CONF
+    # runvm's runtime table, as packaging/install registers it: a containers.conf.d drop-in
+    # (podman reads no drop-in beside $CONTAINERS_CONF, so it joins the file here).
+    "$REPO/packaging/runvm-register" --binary "$REPO/target/debug/runvm" \
+        --podman-dir "$W/containers.conf.d" add podman
+    cat "$W/containers.conf.d/50-runvm.conf" >>"$W/containers.conf"
     docker save e2e-busybox | pman load >/dev/null
     pman image exists e2e-busybox
 }
