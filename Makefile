@@ -4,13 +4,14 @@
 # Set up a fresh machine and show runvm at work: `runvm check` here, then, where KVM is real
 # (natively or in the L1 test VM), `runvm check` with this checkout's guest image, one microVM
 # booted to guest-init's hello (a JSON line of measurements), and a busybox container run
-# with `runvm run` in its own microVM.
+# with `runvm run` in its own microVM, its kernel release shown beside the host's.
 demo: deps build
 	-./target/debug/runvm check
 	packaging/demo-bundle target/demo-bundle
 	RUNVM_CONFIG=$$(rootfs/build-guest | tail -n1) tests/vm/run -- \
 		sh -c './target/debug/runvm check && ./target/debug/runvm debug boot --vcpus 2 && \
-		./target/debug/runvm --root /tmp/runvm-demo run --bundle target/demo-bundle demo'
+		./target/debug/runvm --root /tmp/runvm-demo run --bundle target/demo-bundle demo && \
+		echo "the host runs kernel $$(uname -r): the container had a kernel of its own"'
 
 # Everything: lint, host tests, guest image, VM tests, the L1 harness's self-test.
 test: deps
