@@ -1,8 +1,9 @@
 //! Per-vCPU set-up before the first entry: CPUID (topology, hypervisor bit, TSC-deadline
 //! timer; KVM's own leaves stay, so the guest uses kvmclock), the local APIC's LINT pins,
-//! and for the boot CPU the register state its entry expects: for PVH, 32-bit protected mode, flat segments, paging
-//! off, %ebx = `hvm_start_info`; for a bzImage, long mode with the first GiB identity-mapped,
-//! %rsi = `boot_params`. Application processors wait for the guest's SIPI.
+//! and for the boot CPU the register state its entry expects: for PVH, 32-bit protected
+//! mode, flat segments, paging off, %ebx = `hvm_start_info`; for a bzImage, long mode with
+//! the first GiB identity-mapped, %rsi = `boot_params`. Application processors wait for the
+//! guest's SIPI.
 
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_lapic_state, kvm_segment};
 use kvm_ioctls::{Cap, Kvm, VcpuFd};
