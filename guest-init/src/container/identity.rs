@@ -161,10 +161,13 @@ fn set_caps(c: &CapSets) -> Result<(), String> {
                 )
             };
             if rc != 0 {
-                return Err(format!(
-                    "raise ambient capability {cap}: {}",
+                // As runc: a warning, and the process runs without it (the kernel refuses
+                // an ambient capability that is not both permitted and inheritable, and
+                // `runc spec` itself lists ambient ones with no inheritable set).
+                eprintln!(
+                    "runvm: warning: can't raise ambient capability {cap}: {}",
                     io::Error::last_os_error()
-                ));
+                );
             }
         }
     }

@@ -152,6 +152,48 @@ fn a_docker_like_spec_is_what_the_process_finds() {
 }
 
 #[test]
+fn ambient_capabilities_not_inheritable_are_a_warning_as_in_runc() {
+    // `runc spec`'s own capabilities: ambient ones but no inheritable set. The kernel
+    // refuses to raise them; runc warns and runs the process without them.
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &["sh", "-c", "grep -E '^Cap(Amb|Eff):' /proc/self/status"],
+        &[PATH],
+        "/",
+    );
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    edit_config(&bundle, |c| {
+        c["process"]["capabilities"] = serde_json::json!({
+            "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+        });
+    });
+    let (code, out, err) = run_bundle(dir.path());
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    assert!(
+        err.contains("can't raise ambient capability 5: Operation not permitted"),
+        "{err}"
+    );
+    // CAP_KILL (5), CAP_NET_BIND_SERVICE (10), CAP_AUDIT_WRITE (29).
+    assert_eq!(
+        values_of_status(&out),
+        [
+            ("CapEff", "0000000020000420"),
+            ("CapAmb", "0000000000000000")
+        ]
+    );
+}
+
+fn values_of_status(out: &str) -> Vec<(&str, &str)> {
+    out.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect()
+}
+
+#[test]
 fn the_root_is_the_hosts_and_links_do_not_leave_it() {
     require_real_kvm();
     guest_image();
