@@ -161,10 +161,29 @@ impl VirtioFs {
 
 /// A FUSE server over a new PassthroughFs rooted at `shared_dir`.
 fn new_server(shared_dir: &str) -> Result<FsServer, FsError> {
+    raise_open_file_limit();
     let fs =
         PassthroughFs::new(passthrough_config(shared_dir.to_owned())).map_err(FsError::Backend)?;
     fs.import().map_err(FsError::Backend)?;
     Ok(Server::new(fs))
+}
+
+/// Lifts this process's soft limit on open files to its hard limit. PassthroughFs holds a
+/// descriptor per inode the guest knows, and a guest that walks a large tree (an untar of
+/// 10,000 files) goes past the usual soft limit of 1024; the hard limit still bounds it.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid pointer to an rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && limit.rlim_cur < limit.rlim_max
+    {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: a valid pointer to an initialised rlimit. Failure leaves the old limit.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    }
 }
 
 fn log_error(errors_seen: &mut u32, err: &dyn std::fmt::Display) {

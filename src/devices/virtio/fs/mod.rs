@@ -26,7 +26,8 @@
 //! **Process-wide effects.** PassthroughFs sets the process umask to 0 when it is created (the
 //! guest's modes must reach the host unchanged), and it switches the calling thread's effective
 //! uid/gid to the request's for the duration of each create (setresuid on the thread only). It
-//! needs `/proc/self/fd` to reopen inodes.
+//! needs `/proc/self/fd` to reopen inodes. The device lifts the soft limit on open files to
+//! the hard one, as PassthroughFs holds a descriptor per inode the guest knows.
 
 mod device;
 mod event_handler;

@@ -1,7 +1,8 @@
 //! A share assembled the way containers will get it (a root file system and a bind source,
 //! bind-mounted in runvm's private mount namespace) and exported over virtio-fs: the guest
 //! reads what the host put there, its writes appear on the host, symlinks pointing out of
-//! the share resolve inside the guest, never to host files, and no mount is left behind.
+//! the share resolve inside the guest, never to host files, and no mount is left behind; a
+//! container may hold more files than the default soft limit on open descriptors.
 
 #![allow(clippy::unwrap_used)]
 
@@ -84,4 +85,32 @@ fn the_share_is_read_and_written_and_does_not_leak_the_host() {
         "a share mount leaked to the host"
     );
     assert!(!at.exists(), "the assembly point was not removed");
+}
+
+#[test]
+fn a_container_can_hold_more_files_than_the_default_soft_limit() {
+    // The server holds a host descriptor per inode the guest knows: 2,000 fresh files go
+    // past the usual soft limit of 1024 open files (the hard limit is 4096 in the L1 test
+    // VM, far more under systemd).
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let script = "mkdir /many && cd /many && i=0; \
+                  while [ $i -lt 2000 ]; do : > f$i || exit 1; i=$((i+1)); done; \
+                  ls | wc -l; cat f1999 && echo read-back";
+    runvm_vm_tests::busybox_bundle(
+        &dir.path().join("bundle"),
+        &["sh", "-c", script],
+        &["PATH=/bin"],
+        "/",
+    );
+    let (code, out, err) = runvm_vm_tests::run_bundle(dir.path());
+    assert_eq!(code, Some(0), "{err}\n{out}");
+    assert_eq!(out, "2000\nread-back\n", "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("bundle/rootfs/many"))
+            .unwrap()
+            .count(),
+        2000
+    );
 }
