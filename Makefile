@@ -1,5 +1,5 @@
 # runvm: the two commands of the README's Quick start, and their parts.
-.PHONY: demo test deps build guest lint l1
+.PHONY: demo test deps build guest lint l1 bench
 
 # Set up a fresh machine and show runvm at work: `runvm check` here, then, where KVM is real
 # (natively or in the L1 test VM), `runvm check` with this checkout's guest image, one microVM
@@ -34,3 +34,7 @@ lint:
 # Prepare the L1 test VM's cached kernel and initramfs.
 l1: deps
 	tests/vm/l1 prepare
+
+# One benchmark run, runvm beside runc: bench/results/<date>.md and .jsonl (by hand; not CI).
+bench: deps
+	bench/run
