@@ -14,15 +14,21 @@ docker_echo() {
     expect "$(drun --rm "$IMAGE" echo hello)" hello
 }
 
+# exit_codes RUN CLI NAME: exit codes 0, 1, 42 and 137 (killed) through a docker-shaped
+# CLI (docker's or podman's): RUN runs a container, CLI is the rest of that CLI.
+exit_codes() {
+    local run=$1 cli=$2 c; c=$(name "$3")
+    expect "$(status "$run" --rm "$IMAGE" true)" 0
+    expect "$(status "$run" --rm "$IMAGE" false)" 1
+    expect "$(status "$run" --rm "$IMAGE" sh -c 'exit 42')" 42
+    "$run" -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    "$cli" kill "$c" >/dev/null
+    expect "$("$cli" wait "$c")" 137
+    "$cli" rm "$c" >/dev/null
+}
+
 docker_exit_codes() {
-    expect "$(status drun --rm "$IMAGE" true)" 0
-    expect "$(status drun --rm "$IMAGE" false)" 1
-    expect "$(status drun --rm "$IMAGE" sh -c 'exit 42')" 42
-    local c; c=$(name k9)
-    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
-    docker kill "$c" >/dev/null
-    expect "$(docker wait "$c")" 137
-    docker rm "$c" >/dev/null
+    exit_codes drun docker k9
 }
 
 docker_stop() {

@@ -17,14 +17,7 @@ podman_echo() {
 }
 
 podman_exit_codes() {
-    expect "$(status prun --rm "$IMAGE" true)" 0
-    expect "$(status prun --rm "$IMAGE" false)" 1
-    expect "$(status prun --rm "$IMAGE" sh -c 'exit 42')" 42
-    local c; c=$(name pk9)
-    prun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
-    pman kill "$c" >/dev/null
-    expect "$(pman wait "$c")" 137
-    pman rm "$c" >/dev/null
+    exit_codes prun pman pk9 # tests/e2e/docker.sh
 }
 
 podman_exec() {
