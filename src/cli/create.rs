@@ -114,18 +114,16 @@ pub fn create(args: &CreateArgs, cli: &Cli) -> anyhow::Result<ExitCode> {
         cmd.arg("--console-socket")
             .arg(std::path::absolute(socket)?);
     }
-    cmd.arg(&args.id);
-    if args.console_socket.is_some() {
-        // The process's stdio is the terminal: the sandbox must not hold ours, whose end
-        // a caller may wait for (containerd's shim reads `create`'s output to EOF).
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-    } else {
-        cmd.stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
-    }
+    // With a console socket the process's stdio is the terminal: the sandbox must not hold
+    // ours, whose end a caller may wait for (containerd's shim reads `create`'s output to EOF).
+    let stdio = || match args.console_socket {
+        Some(_) => Stdio::null(),
+        None => Stdio::inherit(),
+    };
+    cmd.arg(&args.id)
+        .stdin(stdio())
+        .stdout(stdio())
+        .stderr(stdio());
     let mut child = cmd.spawn().context("cannot start the sandbox")?;
     drop(write_end);
     let mut answer = String::new();
