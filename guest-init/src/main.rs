@@ -11,6 +11,8 @@ mod container;
 mod fdpass;
 mod files;
 mod mounts;
+mod net;
+mod oom;
 mod power;
 mod process;
 mod procs;
@@ -54,6 +56,12 @@ fn main() -> ExitCode {
     if let Err(e) = cgroup::set_up() {
         log(&format!("cannot make the container's cgroup: {e}"));
     }
+    if let Err(e) = net::loopback_up() {
+        log(&format!("cannot bring the loopback interface up: {e}"));
+    }
+    if let Err(e) = oom::set_policy() {
+        log(&format!("cannot set the memory policy: {e}"));
+    }
     if let Err(e) = serve(boottime) {
         log(&e);
     }
@@ -92,6 +100,15 @@ fn serve(boottime: u64) -> Result<(), String> {
         online_cpus: power::online_cpus(),
     };
     send(&hello).map_err(|e| format!("cannot send hello: {e}"))?;
+    // After the hello, which must be the first frame.
+    let oom = oom::Watch::new(writer.clone());
+    let oom = match oom.spawn() {
+        Ok(()) => Some(oom),
+        Err(e) => {
+            log(&format!("cannot watch the container's memory events: {e}"));
+            None
+        }
+    };
     loop {
         let msg: Option<HostMessage> =
             read_frame(&mut reader).map_err(|e| format!("bad message from the host: {e}"))?;
@@ -106,7 +123,7 @@ fn serve(boottime: u64) -> Result<(), String> {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }
             Some(HostMessage::Exec(spec)) => {
-                match process::start(*spec, &processes, writer.clone()) {
+                match process::start(*spec, &processes, writer.clone(), oom.clone()) {
                     Ok(pid) => GuestMessage::Started { pid },
                     Err(message) => GuestMessage::ExecFailed { message },
                 }

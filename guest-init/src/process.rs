@@ -157,10 +157,11 @@ fn spec_file(req: &ExecSpec) -> Result<File, String> {
 
 /// Starts the process; returns its pid, or the one-line reason it could not start. On
 /// success a thread reports its end on `control`.
-pub fn start(
+pub fn start<W: Write + Send + 'static>(
     req: ExecSpec,
     processes: &Processes,
-    control: Arc<Mutex<impl Write + Send + 'static>>,
+    control: Arc<Mutex<W>>,
+    oom: Option<Arc<crate::oom::Watch<W>>>,
 ) -> Result<i32, String> {
     req.validate().map_err(|e| format!("exec: {e}"))?;
     let join = {
@@ -313,6 +314,10 @@ pub fn start(
             (Some(libc::WEXITSTATUS(status)), None)
         };
         processes.lock().remove(&id);
+        // A kill for the memory limit is told before the end it caused.
+        if let Some(oom) = &oom {
+            oom.report_new();
+        }
         let msg = GuestMessage::Exited {
             process: id,
             code,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::spec::{ExecSpec, Resources};
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
@@ -62,6 +62,13 @@ pub enum GuestMessage {
         code: Option<i32>,
         /// The signal that killed it.
         signal: Option<i32>,
+    },
+    /// The kernel killed a process of the container for its memory limit: `oom_kills` is
+    /// the container cgroup's `oom_kill` count now. Sent whenever it rises, between answers
+    /// and before the killed process's [`GuestMessage::Exited`].
+    OomKilled {
+        /// The count so far.
+        oom_kills: u64,
     },
     /// The text of a file, answering [`HostMessage::ReadFile`].
     File {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reader::Exits;
+pub use reader::OomHook;
 
 use guest_init::protocol::{
     CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, MAX_COMMAND, MAX_PROCESS_LIST,
@@ -328,6 +329,12 @@ impl Agent {
     /// Lets process `process`, started held ([`ExecSpec::hold`]), exec its program.
     pub fn release(&self, process: u32, timeout: Duration) -> Result<(), AgentError> {
         self.request_done(&HostMessage::Release { process }, timeout)
+    }
+
+    /// Sets what runs when the guest reports that the kernel killed a process for the
+    /// container's memory limit; it runs before that process's end is seen by its waiter.
+    pub fn on_oom(&self, hook: OomHook) {
+        self.exits.on_oom(hook);
     }
 
     /// A handle that sends signals to process `process` from another thread.

@@ -18,15 +18,23 @@ use super::AgentError;
 const ANSWER_BACKLOG: usize = 4;
 /// The most processes whose end the host waits for at once.
 const MAX_WAITED: usize = 4096;
+/// How long the reader waits for the OOM hook before it handles the next frame.
+const OOM_HOOK_PATIENCE: Duration = Duration::from_secs(10);
 
 /// `(code, signal)` of an ended process.
 pub type End = (Option<i32>, Option<i32>);
+
+/// What the reader calls when the guest reports that the kernel killed a process for the
+/// container's memory limit (the container's `oom_kill` count so far). It runs on the reader
+/// thread, before any later frame (the killed process's end) is handled.
+pub type OomHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// The ends of the processes the host waits for.
 #[derive(Default)]
 pub struct Exits {
     state: Mutex<ExitState>,
     changed: Condvar,
+    oom_hook: Mutex<Option<OomHook>>,
 }
 
 #[derive(Default)]
@@ -98,6 +106,29 @@ impl Exits {
             .unwrap_or_else(|| "connection closed".into())
     }
 
+    /// Sets what runs when the guest reports an OOM kill (replacing any earlier hook).
+    pub fn on_oom(&self, hook: OomHook) {
+        *self.oom_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
+    }
+
+    /// Runs the hook on a thread of its own and waits for it, at most [`OOM_HOOK_PATIENCE`]:
+    /// a hook that hangs must not stop the reader.
+    fn oom_killed(self: &std::sync::Arc<Self>, oom_kills: u64) {
+        let (done, finished) = sync_channel::<()>(1);
+        let exits = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("oom-hook".into())
+            .spawn(move || {
+                if let Some(hook) = &*exits.oom_hook.lock().unwrap_or_else(|p| p.into_inner()) {
+                    hook(oom_kills);
+                }
+                let _ = done.send(());
+            });
+        if spawned.is_ok() {
+            let _ = finished.recv_timeout(OOM_HOOK_PATIENCE);
+        }
+    }
+
     fn ended(&self, process: u32, end: End) {
         let mut state = self.lock();
         // The end of a process the host did not start is passed over.
@@ -125,7 +156,7 @@ pub fn spawn(
     Ok(rx)
 }
 
-fn read_all(stream: UnixStream, exits: &Exits, answers: &SyncSender<GuestMessage>) {
+fn read_all(stream: UnixStream, exits: &std::sync::Arc<Exits>, answers: &SyncSender<GuestMessage>) {
     let why = loop {
         match read_frame::<_, GuestMessage>(&mut &stream) {
             Ok(Some(GuestMessage::Exited {
@@ -133,6 +164,7 @@ fn read_all(stream: UnixStream, exits: &Exits, answers: &SyncSender<GuestMessage
                 code,
                 signal,
             })) => exits.ended(process, (code, signal)),
+            Ok(Some(GuestMessage::OomKilled { oom_kills })) => exits.oom_killed(oom_kills),
             Ok(Some(answer)) => {
                 if answers.send(answer).is_err() {
                     break "the agent is gone".to_owned();
@@ -192,6 +224,39 @@ mod tests {
         };
         assert!(err.to_string().contains("connection closed"), "{err}");
         assert!(answers.recv_timeout(Duration::from_secs(5)).is_err());
+    }
+
+    #[test]
+    fn an_oom_report_runs_the_hook_before_the_end_that_follows() {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let exits = Arc::new(Exits::default());
+        exits.expect(0).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let probe = exits.clone();
+        exits.on_oom(Box::new(move |n| {
+            // The end sent after the report is not recorded yet.
+            let ended = matches!(probe.lock().waited.get(&0), Some(Some(_)));
+            log.lock().unwrap().push((n, ended));
+        }));
+        let _answers = spawn(host, exits.clone()).unwrap();
+        write_frame(&mut &guest, &GuestMessage::OomKilled { oom_kills: 2 }).unwrap();
+        write_frame(
+            &mut &guest,
+            &GuestMessage::Exited {
+                process: 0,
+                code: None,
+                signal: Some(9),
+            },
+        )
+        .unwrap();
+        let end = loop {
+            if let Some(end) = exits.wait(0, Duration::from_millis(100)).unwrap() {
+                break end;
+            }
+        };
+        assert_eq!(end, (None, Some(9)));
+        assert_eq!(*seen.lock().unwrap(), vec![(2, false)]);
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub enum Command {
     /// The container's host process (started by `create`).
     #[command(hide = true)]
     Sandbox(create::SandboxArgs),
+    /// A sandbox's sacrificial child: an OOM kill in its host cgroup (runtime::host_oom).
+    #[command(hide = true, name = "oom-sacrifice")]
+    OomSacrifice,
     /// Run one more process in a running container.
     Exec(exec::ExecArgs),
     /// Send a signal to a container's process.
@@ -136,6 +139,9 @@ pub fn main() -> ExitCode {
         Command::Create(args) => create::create(args, &cli),
         Command::Start(args) => create::start(args, &cli.root),
         Command::Sandbox(args) => create::sandbox(args, &cli.root, cli.debug, cli.systemd_cgroup),
+        Command::OomSacrifice => crate::runtime::host_oom::sacrifice()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Exec(args) => exec::exec(args, &cli),
         Command::Kill(args) => lifecycle::kill(args, &cli.root),
         Command::Delete(args) => lifecycle::delete(args, &cli.root),

@@ -270,6 +270,9 @@ fn enter(
                 inherit_cpuset(m)?;
             }
         }
+        if h.controllers.is_empty() {
+            enable_controllers(&h.mount, target);
+        }
         if let Some(origin) = own_path(own, h) {
             joined.origins.push((h.mount.clone(), origin));
         }
@@ -277,6 +280,29 @@ fn enter(
         std::fs::write(&procs, std::process::id().to_string()).map_err(io_at(&procs))?;
     }
     Ok(())
+}
+
+/// cgroup v2: makes every controller available along the way to `target` (below `mount`)
+/// available in it too, as runc does, so its limits and event files (`memory.max`,
+/// `memory.events`, which engines watch) exist. A controller a cgroup cannot hand down (it
+/// holds processes itself, or the controller is threaded-only there) is passed over.
+fn enable_controllers(mount: &Path, target: &Path) {
+    let Ok(below) = target.strip_prefix(mount) else {
+        return;
+    };
+    let mut dir = mount.to_path_buf();
+    for part in below.iter() {
+        let available = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let enabled =
+            std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+        for controller in available.split_whitespace() {
+            if !enabled.split_whitespace().any(|c| c == controller) {
+                let _ =
+                    std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
+            }
+        }
+        dir.push(part);
+    }
 }
 
 fn record(dir: &Path, made: &[PathBuf]) -> Result<(), CgroupError> {

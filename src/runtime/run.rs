@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::bundle::{Bundle, BundleError};
 use super::hooks::{HookError, HookPlace};
 use super::host_cgroup::{self, CgroupError};
+use super::host_oom;
 use super::netns::{self, NetnsError};
 use super::relay;
 use super::sandbox::Tracker;
@@ -303,7 +304,7 @@ pub fn tty_target(
 }
 
 /// Writes `pid` to `path` atomically, mode 0644 whatever the umask (virtio-fs's
-/// PassthroughFs sets the process umask to 0 when a VM starts).
+/// share server sets the process umask to 0 when a VM starts).
 pub fn write_pid_file_for(path: &Path, pid: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -372,6 +373,13 @@ fn in_vm(
         write_pid_file_for(p, std::process::id()).map_err(io_err("cannot write the pid file"))?;
     }
     let agent = Arc::new(Agent::accept(&vm, GUEST_PATIENCE)?);
+    // A kill for the memory limit in the guest is made seen in the host cgroup, where the
+    // engines watch for it, before the killed process's end is handled.
+    agent.on_oom(Box::new(|_| {
+        if let Err(e) = host_oom::tell_host() {
+            eprintln!("runvm: warning: an OOM kill in the guest is not shown on the host: {e}");
+        }
+    }));
     let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
     let ports = &STDIO_PORTS[..relay::stream_count(exec.terminal)];

@@ -111,10 +111,11 @@ fn set_up_and_exec() -> Result<String, String> {
     // A joining process is already in the container's namespaces and root (guest-init's
     // helper entered them before it forked us); the container is set up.
     let last_cap = identity::last_cap();
-    if let Some(adj) = spec.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| format!("set oom_score_adj: {e}"))?;
-    }
+    // Always written: guest-init's own -1000 (never chosen by the OOM killer) must not pass
+    // to the container, whose processes the killer must be able to end at their limit.
+    let adj = spec.oom_score_adj.unwrap_or(0);
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+        .map_err(|e| format!("set oom_score_adj: {e}"))?;
     // The process is in the container's cgroup already (entered before this stage ran).
     if spec.cgroup_ns && !spec.join {
         // SAFETY: unshare takes only flags.

@@ -1,16 +1,16 @@
 //! The virtio-fs device: features, config space, activation, and the processing of its two
 //! queues (every available chain through the FUSE server), which the event handler calls.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::passthrough::PassthroughFs;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{FsServer, handle_chain};
-use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN, passthrough_config};
+use super::server::{ShareConfig, ShareFs};
+use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
 use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
 use crate::vmm::GuestMemory;
 
@@ -32,10 +32,14 @@ pub struct VirtioFs {
     /// `virtio_fs_config.tag`: the tag, NUL-padded.
     tag: [u8; TAG_MAX_LEN],
     /// The shared directory, resolved (absolute, no symlinks).
-    shared_dir: String,
+    shared_dir: PathBuf,
+    /// How it is served (kept for the server a reset makes).
+    config: ShareConfig,
     acked_features: u64,
     queue_events: Vec<EventFd>,
     server: FsServer,
+    /// The file system behind `server`, for its figures.
+    share: Arc<ShareFs>,
     active: Option<ActiveQueues>,
     errors_seen: u32,
 }
@@ -52,8 +56,17 @@ impl std::fmt::Debug for VirtioFs {
 
 impl VirtioFs {
     /// A device that shares `shared_dir` (an existing directory) under the mount tag `tag`
-    /// (1 to 36 bytes, no NUL).
+    /// (1 to 36 bytes, no NUL), with the default [`ShareConfig`].
     pub fn new(tag: &str, shared_dir: &Path) -> Result<VirtioFs, FsError> {
+        Self::with_config(tag, shared_dir, ShareConfig::default())
+    }
+
+    /// [`VirtioFs::new`] with `config` (a smaller descriptor budget, other timeouts).
+    pub fn with_config(
+        tag: &str,
+        shared_dir: &Path,
+        config: ShareConfig,
+    ) -> Result<VirtioFs, FsError> {
         let mut tag_bytes = [0u8; TAG_MAX_LEN];
         match tag_bytes.get_mut(..tag.len()) {
             Some(prefix) if !tag.is_empty() && !tag.contains('\0') => {
@@ -61,8 +74,8 @@ impl VirtioFs {
             }
             _ => return Err(FsError::InvalidTag { tag: tag.into() }),
         }
-        // Resolved, so that PassthroughFs (which opens the last component with O_NOFOLLOW)
-        // gets the directory itself.
+        // Resolved, so that the server (which opens it with O_NOFOLLOW) gets the directory
+        // itself.
         let resolved = std::fs::canonicalize(shared_dir).map_err(|source| FsError::SharedDir {
             path: shared_dir.to_path_buf(),
             source,
@@ -70,21 +83,19 @@ impl VirtioFs {
         if !resolved.is_dir() {
             return Err(FsError::NotADirectory(shared_dir.to_path_buf()));
         }
-        let shared_dir = resolved
-            .to_str()
-            .ok_or_else(|| FsError::NonUtf8Path(resolved.clone()))?
-            .to_owned();
         let queue_events = (0..NUM_QUEUES)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(FsError::QueueEvent)?;
-        let server = new_server(&shared_dir)?;
+        let (server, share) = new_server(&resolved, config)?;
         Ok(VirtioFs {
             tag: tag_bytes,
-            shared_dir,
+            shared_dir: resolved,
+            config,
             acked_features: 0,
             queue_events,
             server,
+            share,
             active: None,
             errors_seen: 0,
         })
@@ -99,7 +110,12 @@ impl VirtioFs {
 
     /// The shared directory, resolved.
     pub fn shared_dir(&self) -> &Path {
-        Path::new(&self.shared_dir)
+        &self.shared_dir
+    }
+
+    /// The file system the device serves (its inode and descriptor figures).
+    pub fn share(&self) -> &ShareFs {
+        &self.share
     }
 
     /// Whether the driver has activated the device.
@@ -159,31 +175,10 @@ impl VirtioFs {
     }
 }
 
-/// A FUSE server over a new PassthroughFs rooted at `shared_dir`.
-fn new_server(shared_dir: &str) -> Result<FsServer, FsError> {
-    raise_open_file_limit();
-    let fs =
-        PassthroughFs::new(passthrough_config(shared_dir.to_owned())).map_err(FsError::Backend)?;
-    fs.import().map_err(FsError::Backend)?;
-    Ok(Server::new(fs))
-}
-
-/// Lifts this process's soft limit on open files to its hard limit. PassthroughFs holds a
-/// descriptor per inode the guest knows, and a guest that walks a large tree (an untar of
-/// 10,000 files) goes past the usual soft limit of 1024; the hard limit still bounds it.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: a valid pointer to an rlimit for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
-        && limit.rlim_cur < limit.rlim_max
-    {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: a valid pointer to an initialised rlimit. Failure leaves the old limit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    }
+/// A FUSE server over a new [`ShareFs`] of `shared_dir`, and that file system.
+fn new_server(shared_dir: &Path, config: ShareConfig) -> Result<(FsServer, Arc<ShareFs>), FsError> {
+    let share = Arc::new(ShareFs::new(shared_dir, config).map_err(FsError::Backend)?);
+    Ok((Server::new(Arc::clone(&share)), share))
 }
 
 fn log_error(errors_seen: &mut u32, err: &dyn std::fmt::Display) {
@@ -256,8 +251,11 @@ impl VirtioDevice for VirtioFs {
     fn reset(&mut self) -> bool {
         // A fresh server forgets the old session's inodes and open files; the driver sends
         // FUSE_INIT again.
-        match new_server(&self.shared_dir) {
-            Ok(server) => self.server = server,
+        match new_server(&self.shared_dir, self.config) {
+            Ok((server, share)) => {
+                self.server = server;
+                self.share = share;
+            }
             Err(err) => {
                 log_error(&mut self.errors_seen, &err);
                 return false;

@@ -1,46 +1,57 @@
 //! virtio-fs (virtio v1.2 §5.11): a host directory shared with the guest over FUSE.
 //!
 //! The guest's FUSE requests arrive as descriptor chains and are answered by fuse-backend-rs:
-//! its [`Server`](fuse_backend_rs::api::server::Server) decodes each request and calls a
-//! [`PassthroughFs`] rooted at the shared directory, which does the host I/O.
+//! its [`Server`](fuse_backend_rs::api::server::Server) decodes each request and calls our
+//! [`ShareFs`] (`server/`), rooted at the shared directory, which does the host I/O.
 //!
 //! The device is shaped like the other virtio devices:
 //! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the queue processing;
 //! - `event_handler.rs`: the event-loop side (the two queue events);
 //! - `request.rs`: one descriptor chain through the FUSE server, with a screen in front of it
-//!   for the names a request carries, and an error reply for requests the server rejects.
+//!   for the names a request carries, and an error reply for requests the server rejects;
+//! - `server/`: the file system: inode table, descriptor cache, open handles (see its docs).
 //!
 //! **Security.** The guest is hostile and must reach nothing outside the shared directory.
-//! [`passthrough_config`] documents each option that matters for that; on top of it the device
-//! refuses names that are empty, contain `/` or NUL, or are `.` or `..`, and device nodes
-//! (request.rs).
-//! PassthroughFs keeps an `O_PATH`, `O_NOFOLLOW` descriptor per inode and resolves every name
-//! one component at a time relative to a parent inode, so a symlink in the share is an inode
-//! like any other: it is never followed on the host, its target is only ever returned by
-//! READLINK, and it cannot be opened (only regular files and directories can).
+//! [`ShareConfig`] documents what the guest is offered; on top of it the device refuses names
+//! that are empty, contain `/` or NUL, or are `.` or `..`, and device nodes (request.rs), and
+//! the server checks names again. Every name is resolved one component at a time relative to
+//! its parent's descriptor with `O_NOFOLLOW`, never as a path string from the guest. The
+//! server keeps no descriptor per inode: it records each inode's identity (device, inode
+//! number, type) and its names (parent + name), caches a bounded number of `O_PATH`
+//! descriptors, and reopens an evicted inode by walking down from the nearest ancestor it holds
+//! (the root always), checking every step against the recorded identity: a name that no
+//! longer leads to that inode gives `ESTALE`, never another file, and the walk only ever goes
+//! down from the root through verified directories. A symlink in the share is an inode like
+//! any other: it is never followed on the host, its target is only ever returned by READLINK,
+//! and it cannot be opened (only regular files and directories can). File handles
+//! (`open_by_handle_at`) are never used: they resolve on the whole file system, ignoring the
+//! share's boundary, and overlayfs cannot decode them.
 //!
 //! **Blocking.** Requests are served on the event-loop thread, and their host I/O blocks it
 //! for as long as the host file system takes. Acceptable for now: a slow share slows the
 //! other devices of the same VM, nothing more. A worker thread per queue would remove that.
 //!
-//! **Process-wide effects.** PassthroughFs sets the process umask to 0 when it is created (the
+//! **Process-wide effects.** The server sets the process umask to 0 when it is created (the
 //! guest's modes must reach the host unchanged), and it switches the calling thread's effective
-//! uid/gid to the request's for the duration of each create (setresuid on the thread only). It
-//! needs `/proc/self/fd` to reopen inodes. The device lifts the soft limit on open files to
-//! the hard one, as PassthroughFs holds a descriptor per inode the guest knows.
+//! uid/gid to the request's for the duration of each create (raw setresuid/setresgid, on the
+//! thread only). It needs `/proc/self/fd` to reopen inodes. It holds at most
+//! [`FsLimits::total`] descriptors (cache + open handles + pinned unlinked files) besides its
+//! root and `/proc/self/fd`, and sets the soft `RLIMIT_NOFILE` to the sum of the live shares'
+//! budgets plus [`VMM_MARGIN`] (never below the soft limit the process started with, never
+//! above the hard one; a budget the hard limit cannot hold is shrunk, logged once).
 
 mod device;
 mod event_handler;
 mod request;
+mod server;
 #[cfg(test)]
 mod tests;
 
 use std::io;
 use std::path::PathBuf;
 
-use fuse_backend_rs::passthrough::{CachePolicy, Config};
-
 pub use device::VirtioFs;
+pub use server::{FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
 
 /// Number of queues: hiprio and one request queue.
 pub const NUM_QUEUES: usize = 2;
@@ -75,57 +86,10 @@ pub enum FsError {
     /// The shared directory is not a directory.
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
-    /// The shared directory's path is not valid UTF-8 (fuse-backend-rs takes a `String`).
-    #[error("the shared directory {0} is not a UTF-8 path")]
-    NonUtf8Path(PathBuf),
-    /// fuse-backend-rs could not open the shared directory or its own resources.
-    #[error("cannot set up the passthrough file system: {0}")]
-    Backend(#[source] io::Error),
+    /// The server could not open the shared directory or its own resources.
+    #[error("cannot serve the shared directory: {0}")]
+    Backend(#[source] ServerError),
     /// A queue event could not be created.
     #[error("cannot create a queue event: {0}")]
     QueueEvent(#[source] io::Error),
-}
-
-/// The PassthroughFs options for a share rooted at `root_dir` (an absolute, resolved path).
-///
-/// Each option that bears on what the guest can reach:
-/// - `root_dir`: the share; inode 1 is an `O_PATH` descriptor of it, and PassthroughFs answers
-///   a LOOKUP of `..` in it with itself (the device refuses `..` before that anyway).
-/// - `do_import: true`: opens the root now, and is also what makes PassthroughFs check the name
-///   of every creating/renaming/linking/removing request (`/`, `.` and `..` are refused).
-/// - `inode_file_handles: false`: inodes are held as `O_PATH` descriptors, never as file
-///   handles, so nothing is ever opened with `open_by_handle_at` (which resolves a handle on
-///   the whole file system, ignoring the share's boundary, and needs CAP_DAC_READ_SEARCH).
-/// - `dax_file_size: None`: no DAX; the device has no shared memory window anyway.
-/// - `writeback: false`: the guest does not cache writes. Writeback would make the server read
-///   files opened write-only, and lets the guest's view of sizes diverge from the host's.
-/// - `xattr: false`: no extended attributes; no security labels or ACLs set by the guest on
-///   host files, and `security.capability` cannot be planted on a host binary.
-/// - `cache_policy: Auto`, 1 s timeouts: close-to-open consistency. The share is mostly the
-///   guest's alone (the container rootfs), but bind-mount sources may change on the host.
-/// - `no_open`/`no_opendir: false`, `killpriv_v2: false`, `seal_size: false`, `use_host_ino:
-///   false` (the guest sees inode numbers allocated by the server), `enable_mntid: false`.
-pub fn passthrough_config(root_dir: String) -> Config {
-    let timeout = std::time::Duration::from_secs(1);
-    Config {
-        root_dir,
-        do_import: true,
-        inode_file_handles: false,
-        dax_file_size: None,
-        writeback: false,
-        xattr: false,
-        cache_policy: CachePolicy::Auto,
-        entry_timeout: timeout,
-        attr_timeout: timeout,
-        dir_entry_timeout: None,
-        dir_attr_timeout: None,
-        no_open: false,
-        no_opendir: false,
-        killpriv_v2: false,
-        no_readdir: false,
-        seal_size: false,
-        enable_mntid: false,
-        use_host_ino: false,
-        allow_direct_io: true,
-    }
 }

@@ -13,19 +13,20 @@
 
 use std::io::Read;
 use std::mem::size_of;
+use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{
     CreateIn, InHeader, LinkIn, MkdirIn, MknodIn, Opcode, OutHeader, Rename2In, RenameIn,
 };
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::passthrough::PassthroughFs;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_queue::DescriptorChain;
 
+use super::server::ShareFs;
 use crate::vmm::GuestMemory;
 
 /// The FUSE server over the shared directory.
-pub(super) type FsServer = Server<PassthroughFs>;
+pub(super) type FsServer = Server<Arc<ShareFs>>;
 
 /// The longest name of one directory entry (Linux `NAME_MAX`).
 const NAME_MAX: usize = 255;
@@ -202,7 +203,7 @@ pub(super) fn screen_request(header: &InHeader, body: &mut impl Read) -> Result<
 
 /// Refuses device nodes: a node the guest makes in a share that is also a host directory (a
 /// bind-mount source) would give host users its device (`/dev/mem`'s numbers, a disk).
-/// PassthroughFs never opens one itself; the guest keeps its own `/dev` elsewhere.
+/// The server never opens one itself; the guest keeps its own `/dev` elsewhere.
 fn check_mknod_type(args: &[u8]) -> Result<(), i32> {
     let mode = args
         .first_chunk::<4>()

@@ -2,7 +2,8 @@
 //! descriptor chains into test memory (the queues laid out by `MockSplitQueue`), replies read
 //! back from the used ring, and the share a temporary directory on the host.
 //!
-//! `escape.rs` tries to reach outside the share; `hostile.rs` sends malformed chains.
+//! `escape.rs` tries to reach outside the share; `hostile.rs` sends malformed chains;
+//! `scale.rs` walks trees larger than the server's descriptor cache.
 
 use std::io;
 use std::mem::size_of;
@@ -29,6 +30,7 @@ use crate::devices::virtio::{
 
 mod escape;
 mod hostile;
+mod scale;
 
 const MEM_SIZE: usize = 4 << 20;
 const QUEUE_ADDRS: [u64; NUM_QUEUES] = [0x0, 0x1_0000];
@@ -99,7 +101,12 @@ struct TestGuest<'a> {
 impl<'a> TestGuest<'a> {
     /// A device sharing `share`, not yet activated.
     fn inactive(mem: &'a GuestMemoryMmap, share: &Path) -> Self {
-        let device = VirtioFs::new(TAG, share).unwrap();
+        Self::inactive_with(mem, share, ShareConfig::default())
+    }
+
+    /// A device sharing `share` served with `config`, not yet activated.
+    fn inactive_with(mem: &'a GuestMemoryMmap, share: &Path, config: ShareConfig) -> Self {
+        let device = VirtioFs::with_config(TAG, share, config).unwrap();
         TestGuest {
             mem,
             queues: QUEUE_ADDRS

@@ -1,0 +1,140 @@
+//! Open files and directories (OPEN, CREATE, OPENDIR until RELEASE/RELEASEDIR): a real
+//! descriptor each, at most a fixed number at a time (beyond it the guest gets `EMFILE`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::lock;
+use super::sys::errno;
+
+/// One open file or directory of the guest.
+#[derive(Debug)]
+pub(super) struct OpenHandle {
+    /// The inode it was opened from: requests naming another inode are refused.
+    pub(super) inode: u64,
+    /// The file; locked while its offset matters (READDIR, LSEEK) and for zero-copy I/O.
+    file: Mutex<File>,
+    /// Its status flags as the guest last gave them.
+    flags: AtomicU32,
+}
+
+impl OpenHandle {
+    /// The open file, locked.
+    pub(super) fn file(&self) -> MutexGuard<'_, File> {
+        lock(&self.file)
+    }
+
+    /// The file, its status flags first set to `flags` if the guest changed them since (an
+    /// `fcntl(F_SETFL)` in the guest shows in the next READ or WRITE).
+    pub(super) fn file_with_flags(&self, flags: u32) -> io::Result<MutexGuard<'_, File>> {
+        let file = self.file();
+        if self.flags.load(Ordering::Relaxed) != flags {
+            super::sys::set_status_flags(&*file, flags)?;
+            self.flags.store(flags, Ordering::Relaxed);
+        }
+        Ok(file)
+    }
+}
+
+/// The open handles, by the number the guest uses (`fh`).
+#[derive(Debug)]
+pub(super) struct HandleTable {
+    handles: HashMap<u64, Arc<OpenHandle>>,
+    next: u64,
+    capacity: usize,
+}
+
+impl HandleTable {
+    /// No handles; at most `capacity` at a time.
+    pub(super) fn new(capacity: usize) -> Self {
+        HandleTable {
+            handles: HashMap::new(),
+            next: 1,
+            capacity,
+        }
+    }
+
+    /// The number open.
+    pub(super) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// `Err(EMFILE)` if no other handle can be opened now (checked before opening a file).
+    pub(super) fn check_room(&self) -> io::Result<()> {
+        if self.handles.len() >= self.capacity {
+            Err(errno(libc::EMFILE))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Keeps `file`, opened from `inode` with `flags`; returns its handle number.
+    pub(super) fn insert(&mut self, inode: u64, file: File, flags: u32) -> io::Result<u64> {
+        self.check_room()?;
+        let fh = self.next;
+        self.next = self.next.wrapping_add(1).max(1);
+        let handle = OpenHandle {
+            inode,
+            file: Mutex::new(file),
+            flags: AtomicU32::new(flags),
+        };
+        self.handles.insert(fh, Arc::new(handle));
+        Ok(fh)
+    }
+
+    /// Handle `fh` if it was opened from `inode`, else `EBADF`.
+    pub(super) fn get(&self, fh: u64, inode: u64) -> io::Result<Arc<OpenHandle>> {
+        self.handles
+            .get(&fh)
+            .filter(|handle| handle.inode == inode)
+            .cloned()
+            .ok_or_else(|| errno(libc::EBADF))
+    }
+
+    /// Closes handle `fh` of `inode` (once the requests using it are done).
+    pub(super) fn remove(&mut self, fh: u64, inode: u64) -> io::Result<()> {
+        self.get(fh, inode)?;
+        self.handles.remove(&fh);
+        Ok(())
+    }
+
+    /// Closes every handle.
+    pub(super) fn clear(&mut self) {
+        self.handles.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> File {
+        File::open("/").unwrap()
+    }
+
+    #[test]
+    fn handles_are_bounded_and_tied_to_their_inode() {
+        let mut table = HandleTable::new(2);
+        let a = table.insert(5, file(), 0).unwrap();
+        let b = table.insert(6, file(), 0).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            table.insert(7, file(), 0).unwrap_err().raw_os_error(),
+            Some(libc::EMFILE)
+        );
+        assert!(table.get(a, 5).is_ok());
+        assert_eq!(
+            table.get(a, 6).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+        assert!(table.remove(a, 6).is_err());
+        table.remove(a, 5).unwrap();
+        assert_eq!(table.len(), 1);
+        assert!(table.check_room().is_ok());
+        table.clear();
+        assert_eq!(table.len(), 0);
+    }
+}

@@ -1,0 +1,169 @@
+//! Requests on inodes themselves: INIT and DESTROY, LOOKUP and FORGET, GETATTR and SETATTR,
+//! READLINK, STATFS and ACCESS.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use fuse_backend_rs::api::filesystem::{Context, Entry, FsOptions, SetattrValid};
+
+use super::sys::{self, errno};
+use super::{ShareFs, purge_dropped};
+
+impl ShareFs {
+    /// INIT: READDIRPLUS (adaptive), as PassthroughFs negotiated; no writeback cache, no
+    /// zero-message open, no killpriv, no DAX.
+    pub(super) fn do_init(&self, _capable: FsOptions) -> io::Result<FsOptions> {
+        Ok(FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO)
+    }
+
+    /// DESTROY (or a new INIT): every handle closed, every inode but the root forgotten.
+    pub(super) fn do_destroy(&self) {
+        self.handles().clear();
+        let mut state = self.state();
+        state.inodes.clear();
+        state.inodes.take_dropped();
+        state.cache.clear();
+    }
+
+    pub(super) fn do_lookup(&self, parent: u64, name: &CStr) -> io::Result<Entry> {
+        self.lookup_entry(parent, name)
+    }
+
+    pub(super) fn do_forget(&self, requests: &[(u64, u64)]) {
+        let mut state = self.state();
+        for &(id, count) in requests {
+            state.inodes.forget(id, count);
+        }
+        purge_dropped(&mut state);
+    }
+
+    /// The attributes of inode `id`, from handle `fh` when given (it must be `id`'s).
+    pub(super) fn do_getattr(
+        &self,
+        id: u64,
+        fh: Option<u64>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        let st = match fh {
+            Some(fh) => {
+                let handle = self.handles().get(fh, id)?;
+                let file = handle.file();
+                sys::fstat(&*file)?
+            }
+            None => sys::fstat(&*self.inode_fd(id)?)?,
+        };
+        Ok((self.guest_stat(st), self.config.attr_timeout))
+    }
+
+    /// SETATTR: mode, owner, size and times, through handle `fh` when given, else through the
+    /// inode's descriptor (`/proc/self/fd` for mode and times, a fresh open for the size).
+    pub(super) fn do_setattr(
+        &self,
+        id: u64,
+        attr: &libc::stat64,
+        fh: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        let fd = self.inode_fd(id)?;
+        let handle = fh.map(|fh| self.handles().get(fh, id)).transpose()?;
+        if valid.contains(SetattrValid::MODE) {
+            match &handle {
+                Some(handle) => sys::fchmod(&*handle.file(), attr.st_mode)?,
+                None => sys::chmod_fd(&self.proc_self_fd, &fd, attr.st_mode)?,
+            }
+        }
+        if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
+            let uid = if valid.contains(SetattrValid::UID) {
+                attr.st_uid
+            } else {
+                u32::MAX
+            };
+            let gid = if valid.contains(SetattrValid::GID) {
+                attr.st_gid
+            } else {
+                u32::MAX
+            };
+            sys::chown_fd(&*fd, uid, gid)?;
+        }
+        if valid.contains(SetattrValid::SIZE) {
+            match &handle {
+                Some(handle) => sys::ftruncate(&*handle.file(), attr.st_size)?,
+                None => {
+                    let file = self.open_inode(id, libc::O_RDWR | libc::O_NONBLOCK)?;
+                    sys::ftruncate(&file, attr.st_size)?;
+                }
+            }
+        }
+        if valid.intersects(SetattrValid::ATIME | SetattrValid::MTIME) {
+            let time = |now: SetattrValid, set: SetattrValid, sec: i64, nsec: i64| {
+                if valid.contains(now) {
+                    libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_NOW,
+                    }
+                } else if valid.contains(set) {
+                    libc::timespec {
+                        tv_sec: sec,
+                        tv_nsec: nsec,
+                    }
+                } else {
+                    libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: libc::UTIME_OMIT,
+                    }
+                }
+            };
+            let times = [
+                time(
+                    SetattrValid::ATIME_NOW,
+                    SetattrValid::ATIME,
+                    attr.st_atime,
+                    attr.st_atime_nsec,
+                ),
+                time(
+                    SetattrValid::MTIME_NOW,
+                    SetattrValid::MTIME,
+                    attr.st_mtime,
+                    attr.st_mtime_nsec,
+                ),
+            ];
+            match &handle {
+                Some(handle) => sys::futimens(&*handle.file(), &times)?,
+                None => sys::utimens_fd(&self.proc_self_fd, &fd, &times)?,
+            }
+        }
+        drop(handle);
+        self.do_getattr(id, None)
+    }
+
+    pub(super) fn do_readlink(&self, id: u64) -> io::Result<Vec<u8>> {
+        sys::readlink(&*self.inode_fd(id)?)
+    }
+
+    pub(super) fn do_statfs(&self, id: u64) -> io::Result<libc::statvfs64> {
+        sys::fstatvfs(&*self.inode_fd(id)?)
+    }
+
+    /// ACCESS: the permission bits checked for the request's uid/gid (root may read and write
+    /// anything, and execute what anyone may).
+    pub(super) fn do_access(&self, ctx: &Context, id: u64, mask: u32) -> io::Result<()> {
+        let st = sys::fstat(&*self.inode_fd(id)?)?;
+        let mode = st.st_mode;
+        let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;
+        let allowed = |bit: u32| {
+            // `bit` is the "other" bit (4, 2 or 1); the owner's and group's are shifted.
+            (st.st_uid == ctx.uid && mode & (bit << 6) != 0)
+                || (st.st_gid == ctx.gid && mode & (bit << 3) != 0)
+                || mode & bit != 0
+        };
+        let root = ctx.uid == 0;
+        let denied = (mask & libc::R_OK as u32 != 0 && !root && !allowed(4))
+            || (mask & libc::W_OK as u32 != 0 && !root && !allowed(2))
+            || (mask & libc::X_OK as u32 != 0 && !(allowed(1) || (root && mode & 0o111 != 0)));
+        if denied {
+            Err(errno(libc::EACCES))
+        } else {
+            Ok(())
+        }
+    }
+}

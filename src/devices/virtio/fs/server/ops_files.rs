@@ -1,0 +1,153 @@
+//! Requests on open files: OPEN and CREATE (a handle each, bounded), READ and WRITE
+//! (zero-copy between the guest's buffers and the host file), FLUSH, RELEASE, FSYNC,
+//! FALLOCATE and LSEEK.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+
+use fuse_backend_rs::abi::fuse_abi::CreateIn;
+use fuse_backend_rs::api::filesystem::{Context, Entry, ZeroCopyReader, ZeroCopyWriter};
+
+use super::creds::ScopedCreds;
+use super::inodes::Identity;
+use super::sys::{self, errno};
+use super::{ShareFs, check_name};
+
+/// The guest's open flags as the host open takes them: never creating, never following.
+fn host_open_flags(flags: u32) -> i32 {
+    (flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC
+}
+
+impl ShareFs {
+    /// OPEN (`dir` false) and OPENDIR (`dir` true) of inode `id`: a new handle. Only regular
+    /// files and directories can be opened.
+    pub(super) fn do_open(&self, id: u64, flags: u32, dir: bool) -> io::Result<u64> {
+        self.handles().check_room()?;
+        let mut host_flags = host_open_flags(flags);
+        if dir {
+            host_flags |= libc::O_DIRECTORY;
+        }
+        let file = self.open_inode(id, host_flags)?;
+        self.handles().insert(id, file, flags)
+    }
+
+    /// CREATE: a new regular file owned by the request's uid/gid, opened; with `O_EXCL`
+    /// an existing name fails, without it an existing regular file is opened (never a FIFO or
+    /// device, never through a symlink).
+    pub(super) fn do_create(
+        &self,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: &CreateIn,
+    ) -> io::Result<(Entry, u64)> {
+        check_name(name)?;
+        self.handles().check_room()?;
+        let dir = self.inode_fd(parent)?;
+        let flags = host_open_flags(args.flags);
+        let mode = args.mode & !(args.umask & 0o777);
+        let created = {
+            let _creds = ScopedCreds::switch(ctx.uid, ctx.gid)?;
+            let create = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            match sys::openat(&*dir, name, create, mode) {
+                Ok(fd) => Some(File::from(fd)),
+                Err(err)
+                    if err.raw_os_error() == Some(libc::EEXIST)
+                        && args.flags & libc::O_EXCL as u32 == 0 =>
+                {
+                    None
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let entry = self.lookup_entry(parent, name)?;
+        let opened = match created {
+            Some(file) => {
+                let expected = self.state().inodes.identity(entry.inode);
+                if Some(Identity::of(&sys::fstat(&file)?)) == expected {
+                    Ok(file)
+                } else {
+                    // Replaced on the host between the create and the lookup.
+                    Err(errno(libc::ESTALE))
+                }
+            }
+            None => ScopedCreds::switch(ctx.uid, ctx.gid)
+                .and_then(|_creds| self.open_inode(entry.inode, flags)),
+        };
+        let fh = opened.and_then(|file| self.handles().insert(entry.inode, file, args.flags));
+        match fh {
+            Ok(fh) => Ok((entry, fh)),
+            Err(err) => {
+                // The guest never sees this entry: take its lookup back.
+                self.do_forget(&[(entry.inode, 1)]);
+                Err(err)
+            }
+        }
+    }
+
+    /// READ: up to `size` bytes at `offset` straight into the guest's buffers.
+    pub(super) fn do_read(
+        &self,
+        id: u64,
+        fh: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        flags: u32,
+    ) -> io::Result<usize> {
+        let handle = self.handles().get(fh, id)?;
+        let mut file = handle.file_with_flags(flags)?;
+        w.write_from(&mut *file, size as usize, offset)
+    }
+
+    /// WRITE: `size` bytes at `offset` straight from the guest's buffers.
+    pub(super) fn do_write(
+        &self,
+        id: u64,
+        fh: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        flags: u32,
+    ) -> io::Result<usize> {
+        let handle = self.handles().get(fh, id)?;
+        let mut file = handle.file_with_flags(flags)?;
+        r.read_to(&mut *file, size as usize, offset)
+    }
+
+    /// FLUSH: what a `close` in the guest means for the host file (a dup closed).
+    pub(super) fn do_flush(&self, id: u64, fh: u64) -> io::Result<()> {
+        let handle = self.handles().get(fh, id)?;
+        sys::dup_and_close(&*handle.file())
+    }
+
+    /// RELEASE and RELEASEDIR.
+    pub(super) fn do_release(&self, id: u64, fh: u64) -> io::Result<()> {
+        self.handles().remove(fh, id)
+    }
+
+    /// FSYNC and FSYNCDIR.
+    pub(super) fn do_fsync(&self, id: u64, fh: u64, datasync: bool) -> io::Result<()> {
+        let handle = self.handles().get(fh, id)?;
+        sys::sync(&*handle.file(), datasync)
+    }
+
+    pub(super) fn do_fallocate(
+        &self,
+        id: u64,
+        fh: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        let handle = self.handles().get(fh, id)?;
+        sys::fallocate(&*handle.file(), mode, offset, length)
+    }
+
+    /// LSEEK (`SEEK_DATA`, `SEEK_HOLE` among others).
+    pub(super) fn do_lseek(&self, id: u64, fh: u64, offset: u64, whence: u32) -> io::Result<u64> {
+        let handle = self.handles().get(fh, id)?;
+        sys::lseek(&*handle.file(), offset, whence)
+    }
+}

@@ -1,0 +1,270 @@
+//! Tests of the server through the `FileSystem` trait, without the device: what each request
+//! does on the host (the device-level tests in `../tests/` go through the FUSE encoding).
+
+use std::ffi::CString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+use fuse_backend_rs::api::filesystem::{Context, FileSystem, FsOptions, SetattrValid};
+
+use super::inodes::ROOT_ID;
+use super::*;
+
+fn share() -> (tempfile::TempDir, ShareFs) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"0123456789").unwrap();
+    std::fs::create_dir(dir.path().join("dir")).unwrap();
+    let config = ShareConfig {
+        limits: FsLimits {
+            fd_cache: 4,
+            open_handles: 8,
+            pinned: 4,
+        },
+        ..ShareConfig::default()
+    };
+    let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+    (dir, fs)
+}
+
+fn ctx() -> Context {
+    Context::new()
+}
+
+fn name(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+#[test]
+fn init_offers_readdirplus_only() {
+    let (_dir, fs) = share();
+    let offered = fs.init(FsOptions::all()).unwrap();
+    assert_eq!(
+        offered,
+        FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO
+    );
+    assert_eq!(
+        fs.limits(),
+        FsLimits {
+            fd_cache: 4,
+            open_handles: 8,
+            pinned: 4
+        }
+    );
+}
+
+#[test]
+fn readdirplus_counts_only_the_entries_returned() {
+    let (dir, fs) = share();
+    for i in 0..6 {
+        std::fs::write(dir.path().join(format!("n{i}")), b"").unwrap();
+    }
+    let fh = fs.opendir(&ctx(), ROOT_ID, 0).unwrap().0.unwrap();
+    let mut names = Vec::new();
+    // Room for three entries.
+    fs.readdirplus(&ctx(), ROOT_ID, fh, 4096, 0, &mut |d, e| {
+        if names.len() == 3 {
+            return Ok(0);
+        }
+        assert_eq!(d.ino, e.attr.st_ino);
+        names.push((String::from_utf8(d.name.to_vec()).unwrap(), e.inode));
+        Ok(1)
+    })
+    .unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(names.iter().all(|(n, _)| n != "." && n != ".."));
+    // Root + the three returned; the fourth looked up was taken back.
+    assert_eq!(fs.inode_count(), 4);
+    for (_, id) in &names {
+        assert_eq!(fs.state().inodes.lookups(*id), Some(1));
+    }
+    // READDIR lists everything but the dots, without lookups.
+    let mut all = Vec::new();
+    fs.readdir(&ctx(), ROOT_ID, fh, 4096, 0, &mut |d| {
+        all.push(d.name.to_vec());
+        Ok(1)
+    })
+    .unwrap();
+    assert_eq!(all.len(), 8);
+    assert_eq!(fs.inode_count(), 4);
+    fs.releasedir(&ctx(), ROOT_ID, 0, fh).unwrap();
+    assert_eq!(fs.open_handles(), 0);
+}
+
+#[test]
+fn setattr_changes_mode_size_owner_and_times() {
+    let (dir, fs) = share();
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    // SAFETY: a zeroed stat64 is a valid value.
+    let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+    attr.st_mode = 0o600;
+    attr.st_size = 4;
+    attr.st_mtime = 1_000_000;
+    let valid = SetattrValid::MODE | SetattrValid::SIZE | SetattrValid::MTIME;
+    let (st, _) = fs.setattr(&ctx(), file, attr, None, valid).unwrap();
+    assert_eq!(st.st_mode & 0o777, 0o600);
+    assert_eq!(st.st_size, 4);
+    assert_eq!(st.st_mtime, 1_000_000);
+    let meta = std::fs::metadata(dir.path().join("file")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 4);
+    // Through a handle, with the time set to now.
+    let fh = fs
+        .open(&ctx(), file, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .0
+        .unwrap();
+    attr.st_size = 2;
+    let valid = SetattrValid::SIZE | SetattrValid::MTIME | SetattrValid::MTIME_NOW;
+    let (st, _) = fs.setattr(&ctx(), file, attr, Some(fh), valid).unwrap();
+    assert_eq!(st.st_size, 2);
+    assert!(st.st_mtime > 1_000_000);
+    // A handle of another inode is refused.
+    let other = fs.lookup(&ctx(), ROOT_ID, &name("dir")).unwrap().inode;
+    assert!(fs.getattr(&ctx(), other, Some(fh)).is_err());
+    // SAFETY: cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        attr.st_uid = 4321;
+        let (st, _) = fs
+            .setattr(&ctx(), file, attr, None, SetattrValid::UID)
+            .unwrap();
+        assert_eq!(st.st_uid, 4321);
+    }
+}
+
+#[test]
+fn nodes_are_made_as_the_request_s_user() {
+    let (dir, fs) = share();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o777)).unwrap();
+    // SAFETY: cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut as_user = ctx();
+    if root {
+        as_user.uid = 1000;
+        as_user.gid = 1001;
+    }
+    let fifo = fs
+        .mknod(
+            &as_user,
+            ROOT_ID,
+            &name("fifo"),
+            libc::S_IFIFO | 0o640,
+            0,
+            0o022,
+        )
+        .unwrap();
+    let meta = std::fs::symlink_metadata(dir.path().join("fifo")).unwrap();
+    assert!(meta.file_type().is_fifo());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1001));
+    }
+    // Never opened: neither by OPEN nor by a CREATE without O_EXCL.
+    assert!(
+        fs.open(&ctx(), fifo.inode, libc::O_RDONLY as u32, 0)
+            .is_err()
+    );
+    let args = fuse_backend_rs::abi::fuse_abi::CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o644,
+        umask: 0,
+        fuse_flags: 0,
+    };
+    assert!(fs.create(&ctx(), ROOT_ID, &name("fifo"), args).is_err());
+    // ... which opens an existing regular file.
+    let (entry, fh, ..) = fs.create(&ctx(), ROOT_ID, &name("file"), args).unwrap();
+    assert_eq!(entry.attr.st_size, 10);
+    fs.release(&ctx(), entry.inode, 0, fh.unwrap(), false, false, None)
+        .unwrap();
+    // Device nodes and directories through MKNOD are refused.
+    for mode in [libc::S_IFCHR, libc::S_IFBLK, libc::S_IFDIR] {
+        let result = fs.mknod(&ctx(), ROOT_ID, &name("dev"), mode | 0o666, 0x0101, 0);
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
+    let d = fs.mkdir(&as_user, ROOT_ID, &name("sub"), 0o750, 0).unwrap();
+    assert_eq!(d.attr.st_mode & libc::S_IFMT, libc::S_IFDIR);
+    let link = fs
+        .symlink(&as_user, &name("../../etc"), ROOT_ID, &name("l"))
+        .unwrap();
+    assert_eq!(fs.readlink(&ctx(), link.inode).unwrap(), b"../../etc");
+    if root {
+        let meta = std::fs::symlink_metadata(dir.path().join("l")).unwrap();
+        assert_eq!(meta.uid(), 1000);
+    }
+}
+
+#[test]
+fn names_are_checked_by_the_server_too() {
+    let (_dir, fs) = share();
+    for bad in ["", ".", "..", "a/b"] {
+        let err = fs.lookup(&ctx(), ROOT_ID, &name(bad)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{bad:?}");
+        assert!(fs.unlink(&ctx(), ROOT_ID, &name(bad)).is_err());
+        assert!(
+            fs.rename(&ctx(), ROOT_ID, &name("file"), ROOT_ID, &name(bad), 0)
+                .is_err()
+        );
+    }
+    assert_eq!(
+        fs.lookup(&ctx(), 0xdead, &name("x"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EBADF)
+    );
+}
+
+#[test]
+fn access_statfs_lseek_fallocate_and_sync() {
+    let (_dir, fs) = share();
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    assert!(fs.access(&ctx(), file, libc::R_OK as u32).is_ok());
+    // Not executable by anyone: not even root.
+    assert_eq!(
+        fs.access(&ctx(), file, libc::X_OK as u32)
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EACCES)
+    );
+    let mut user = ctx();
+    user.uid = 5000;
+    user.gid = 5000;
+    assert!(fs.access(&user, file, libc::W_OK as u32).is_err());
+    assert!(fs.statfs(&ctx(), file).unwrap().f_namemax > 0);
+    let fh = fs
+        .open(&ctx(), file, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .0
+        .unwrap();
+    fs.fallocate(&ctx(), file, fh, 0, 0, 1 << 20).unwrap();
+    assert_eq!(
+        fs.lseek(&ctx(), file, fh, 0, libc::SEEK_DATA as u32)
+            .unwrap(),
+        0
+    );
+    assert!(
+        fs.lseek(&ctx(), file, fh, 0, libc::SEEK_HOLE as u32)
+            .is_ok()
+    );
+    fs.flush(&ctx(), file, fh, 0).unwrap();
+    fs.fsync(&ctx(), file, true, fh).unwrap();
+    fs.release(&ctx(), file, 0, fh, false, false, None).unwrap();
+    assert!(fs.fsync(&ctx(), file, false, fh).is_err());
+    // Extended attributes and locks are not offered.
+    let err = fs.getxattr(&ctx(), file, &name("user.x"), 0).err().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
+}
+
+#[test]
+fn destroy_forgets_everything_but_the_root() {
+    let (_dir, fs) = share();
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    let fh = fs
+        .open(&ctx(), file, libc::O_RDONLY as u32, 0)
+        .unwrap()
+        .0
+        .unwrap();
+    fs.destroy();
+    assert_eq!(fs.inode_count(), 1);
+    assert_eq!(fs.open_handles(), 0);
+    assert_eq!(fs.inode_fds(), 0);
+    assert!(fs.getattr(&ctx(), file, Some(fh)).is_err());
+    assert!(fs.getattr(&ctx(), ROOT_ID, None).is_ok());
+}
