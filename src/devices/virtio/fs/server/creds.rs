@@ -58,7 +58,9 @@ impl Drop for ScopedCreds {
             if let Some(id) = old
                 && let Err(err) = set_effective(syscall, id)
             {
+                // Serving later requests with the guest's ids would be worse than stopping.
                 eprintln!("virtio-fs: cannot restore the thread's credentials: {err}");
+                std::process::abort();
             }
         }
     }

@@ -14,9 +14,22 @@ use super::inodes::Identity;
 use super::sys::{self, errno};
 use super::{ShareFs, check_name};
 
-/// The guest's open flags as the host open takes them: never creating, never following.
+/// The guest's open flags the host open may see: an allow-list, so no `O_PATH` (which
+/// would drop `O_CREAT|O_EXCL` and open whatever is there), `O_TMPFILE`, `O_DIRECTORY` or
+/// `O_NOCTTY` from the guest; never creating, never following.
+const ALLOWED_OPEN_FLAGS: i32 = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DIRECT
+    | libc::O_SYNC
+    | libc::O_DSYNC
+    | libc::O_NOATIME
+    | libc::O_LARGEFILE
+    | libc::O_TRUNC;
+
+/// The guest's open flags as the host open takes them (see [`ALLOWED_OPEN_FLAGS`]).
 fn host_open_flags(flags: u32) -> i32 {
-    (flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC
+    (flags as i32 & ALLOWED_OPEN_FLAGS) | libc::O_CLOEXEC
 }
 
 impl ShareFs {
