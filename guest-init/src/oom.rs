@@ -60,8 +60,12 @@ impl<W: io::Write + Send + 'static> Watch<W> {
     /// the watching thread and before every `Exited`, under one lock, so the report of a kill
     /// always precedes the end of the process it killed.
     pub fn report_new(&self) {
+        self.report(read_count());
+    }
+
+    /// Sends [`GuestMessage::OomKilled`] if `now` is above the count last reported.
+    fn report(&self, now: u64) {
         let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
-        let now = read_count();
         if now > *reported {
             *reported = now;
             let msg = GuestMessage::OomKilled { oom_kills: now };
@@ -80,14 +84,14 @@ impl<W: io::Write + Send + 'static> Watch<W> {
             .spawn(move || {
                 let mut text = String::new();
                 loop {
-                    // A read arms the notification for the next change.
+                    // This read is the count, and it arms the notification for the next change.
                     text.clear();
                     if file.seek(SeekFrom::Start(0)).is_err()
                         || file.read_to_string(&mut text).is_err()
                     {
                         return;
                     }
-                    watch.report_new();
+                    watch.report(oom_kills(&text));
                     let mut pfd = libc::pollfd {
                         fd: file.as_raw_fd(),
                         events: libc::POLLPRI,

@@ -20,6 +20,9 @@ const ANSWER_BACKLOG: usize = 4;
 const MAX_WAITED: usize = 4096;
 /// How long the reader waits for the OOM hook before it handles the next frame.
 const OOM_HOOK_PATIENCE: Duration = Duration::from_secs(10);
+/// The least time between two runs of the OOM hook: each makes a real OOM kill on the host,
+/// and a guest must not be able to make them at will.
+const OOM_HOOK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `(code, signal)` of an ended process.
 pub type End = (Option<i32>, Option<i32>);
@@ -35,6 +38,8 @@ pub struct Exits {
     state: Mutex<ExitState>,
     changed: Condvar,
     oom_hook: Mutex<Option<OomHook>>,
+    /// The highest count reported so far, and when the hook last ran.
+    oom_seen: Mutex<(u64, Option<std::time::Instant>)>,
 }
 
 #[derive(Default)]
@@ -113,7 +118,22 @@ impl Exits {
 
     /// Runs the hook on a thread of its own and waits for it, at most [`OOM_HOOK_PATIENCE`]:
     /// a hook that hangs must not stop the reader.
+    /// Reports that do not raise the count, or come within [`OOM_HOOK_INTERVAL`] of the last
+    /// run, are passed over: the engines need to see a kill, not each one.
     fn oom_killed(self: &std::sync::Arc<Self>, oom_kills: u64) {
+        {
+            let mut seen = self.oom_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let (count, last) = &mut *seen;
+            let now = std::time::Instant::now();
+            if oom_kills <= *count
+                || last.is_some_and(|t| now.duration_since(t) < OOM_HOOK_INTERVAL)
+            {
+                *count = (*count).max(oom_kills);
+                return;
+            }
+            *count = oom_kills;
+            *last = Some(now);
+        }
         let (done, finished) = sync_channel::<()>(1);
         let exits = self.clone();
         let spawned = std::thread::Builder::new()
@@ -257,6 +277,18 @@ mod tests {
         };
         assert_eq!(end, (None, Some(9)));
         assert_eq!(*seen.lock().unwrap(), vec![(2, false)]);
+    }
+
+    #[test]
+    fn oom_reports_that_do_not_rise_or_come_too_fast_are_passed_over() {
+        let exits = Arc::new(Exits::default());
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let log = runs.clone();
+        exits.on_oom(Box::new(move |n| log.lock().unwrap().push(n)));
+        for n in [1, 1, 0, 2, 3] {
+            exits.oom_killed(n);
+        }
+        assert_eq!(*runs.lock().unwrap(), vec![1]);
     }
 
     #[test]
