@@ -287,7 +287,16 @@ impl<'a> TestGuest<'a> {
             .map(|body| parse(&body))
     }
 
+    /// LOOKUP as a program sees it: a negative entry (node 0) is `ENOENT`.
     fn lookup(&mut self, parent: u64, name: &[u8]) -> FuseResult<EntryOut> {
+        match self.lookup_raw(parent, name)? {
+            entry if entry.nodeid == 0 => Err(libc::ENOENT),
+            entry => Ok(entry),
+        }
+    }
+
+    /// LOOKUP's reply as the guest kernel gets it.
+    fn lookup_raw(&mut self, parent: u64, name: &[u8]) -> FuseResult<EntryOut> {
         self.call(Opcode::Lookup, parent, &[&cname(name)])
             .map(|body| parse(&body))
     }
@@ -487,10 +496,13 @@ fn lookup_and_getattr_of_a_file() {
     assert_eq!(attr.attr.ino, entry.attr.ino);
     let root = guest.getattr(ROOT_ID).unwrap();
     assert_eq!(root.attr.mode & libc::S_IFMT, libc::S_IFDIR);
-    assert_eq!(
-        guest.lookup(ROOT_ID, b"missing").map(|e| e.nodeid),
-        Err(libc::ENOENT)
-    );
+    // A missing name is a negative entry the guest may cache as long as a positive one.
+    let missing = guest.lookup_raw(ROOT_ID, b"missing").unwrap();
+    assert_eq!(missing.nodeid, 0);
+    assert_eq!(missing.entry_valid, entry.entry_valid);
+    assert!(missing.entry_valid > 0);
+    // It is not an inode: nothing to forget.
+    assert_eq!(guest.dev().share().inode_count(), 2);
 }
 
 #[test]

@@ -26,8 +26,22 @@ impl ShareFs {
         state.cache.clear();
     }
 
+    /// LOOKUP. A name that does not exist is answered as a negative entry (node 0) the guest
+    /// may cache for the entry timeout, as it caches names that exist: a program probing
+    /// for files (git, python's imports, a shell's PATH) asks once per name, not per probe.
     pub(super) fn do_lookup(&self, parent: u64, name: &CStr) -> io::Result<Entry> {
-        self.lookup_entry(parent, name)
+        match self.lookup_entry(parent, name) {
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
+                inode: 0,
+                generation: 0,
+                // SAFETY: `stat64` is plain data; all zeroes is a valid value.
+                attr: unsafe { std::mem::zeroed() },
+                attr_flags: 0,
+                attr_timeout: Duration::ZERO,
+                entry_timeout: self.config.entry_timeout,
+            }),
+            other => other,
+        }
     }
 
     pub(super) fn do_forget(&self, requests: &[(u64, u64)]) {

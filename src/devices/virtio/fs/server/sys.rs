@@ -272,18 +272,6 @@ pub(super) fn lseek(fd: &impl AsRawFd, offset: u64, whence: u32) -> io::Result<u
     u64::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
-/// A dup of `fd` closed at once: what `close` of a guest descriptor means for the host file
-/// (FLUSH), e.g. releasing POSIX locks.
-pub(super) fn dup_and_close(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: no memory is involved; the result is checked.
-    let dup = unsafe { libc::dup(fd.as_raw_fd()) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `dup` is a descriptor we own and close once.
-    check(unsafe { libc::close(dup) })
-}
-
 /// Sets the status flags (`O_APPEND`, `O_NONBLOCK`, `O_DIRECT`, ...) of an open file.
 pub(super) fn set_status_flags(fd: &impl AsRawFd, flags: u32) -> io::Result<()> {
     // SAFETY: no memory is involved.

@@ -243,7 +243,11 @@ fn access_statfs_lseek_fallocate_and_sync() {
         fs.lseek(&ctx(), file, fh, 0, libc::SEEK_HOLE as u32)
             .is_ok()
     );
-    fs.flush(&ctx(), file, fh, 0).unwrap();
+    // FLUSH is refused (the guest then stops sending it), on a valid handle only.
+    let err = fs.flush(&ctx(), file, fh, 0).err().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
+    let err = fs.flush(&ctx(), file, fh + 1, 0).err().unwrap();
+    assert_ne!(err.raw_os_error(), Some(libc::ENOSYS));
     fs.fsync(&ctx(), file, true, fh).unwrap();
     fs.release(&ctx(), file, 0, fh, false, false, None).unwrap();
     assert!(fs.fsync(&ctx(), file, false, fh).is_err());
