@@ -12,10 +12,11 @@
 # Sizes and time (L1 test VM, one vCPU under TCG, 2026-12-06): every FUSE round trip of
 # runvm's virtio-fs costs ~1.5 ms there (a few VM exits, each emulated), where runc's file
 # system calls take microseconds, so the sizes are below the issue's, which run by hand
-# (REAL_GIT_FILES=5000 REAL_TAR_DIR=/usr). With the sizes below, one run of
-# `tests/e2e/in-vm --real` took ~15 min: L1 boot and dockerd 35 s, docker import 131 s,
-# docker's 12 scenarios 381 s under runvm and 136 s under runc (git 70 s / 10 s, make 71 s
-# / 14 s), podman's import and 4 scenarios ~240 s.
+# (REAL_GIT_FILES=5000 REAL_TAR_DIR=/usr: 239 s and 668 s under runvm, 25 s and 32 s under
+# runc). One run of `tests/e2e/in-vm --real` took ~15 min: L1 boot and dockerd 35 s, docker
+# import 132 s, docker's 12 scenarios ~380 s under runvm and ~135 s under runc (a git
+# commit of 1,000 files 69 s / 10 s, make 72 s / 14 s), podman's import of the slim image
+# 92 s and its 4 scenarios 79 s.
 
 # python3 -m compileall of these stdlib packages, copied (sources only) to a fresh directory.
 : "${REAL_PY_PACKAGES:=json email http urllib logging}"
@@ -24,7 +25,7 @@
 # A generated C project: this many .c files and a Makefile, make -j2.
 : "${REAL_C_FILES:=12}"
 # git: files (in directories of 100) added and committed in one commit.
-: "${REAL_GIT_FILES:=1000}"
+: "${REAL_GIT_FILES:=2000}"
 # tar round trip: this directory of the image, archived, extracted elsewhere and compared.
 : "${REAL_TAR_DIR:=/usr/lib/python3.11/asyncio}"
 # Bytes written to stdout through the engine; an environment variable's size; argv: this
