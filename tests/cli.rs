@@ -100,6 +100,8 @@ fn check_text_has_one_line_per_check_and_a_conclusion() {
             "kvm",
             "vsock",
             "tun",
+            "tc",
+            "vhost-net",
             "cgroup",
             "kernel",
             "initramfs",

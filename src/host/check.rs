@@ -8,6 +8,7 @@ use super::assets::{self, AssetRole};
 use super::cgroup::{self, CgroupLayout};
 use super::devices::{self, DeviceState};
 use super::kvm::{self, KvmBackend, KvmReport};
+use super::netmods::{self, ModuleState, TC_CLASSIFIERS, TC_PIECES};
 use crate::config::Config;
 
 /// How one finding bears on running containers.
@@ -25,7 +26,7 @@ pub enum Verdict {
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Short name: `kvm`, `vsock`, `tun`, `cgroup`, `kernel`, `initramfs`.
+    /// Short name: `kvm`, `vsock`, `tun`, `tc`, `vhost-net`, `cgroup`, `kernel`, `initramfs`.
     pub name: &'static str,
     /// The verdict.
     pub verdict: Verdict,
@@ -120,6 +121,74 @@ fn tun_check(root: &HostRoot) -> Check {
     }
 }
 
+/// The traffic-control pieces that move frames between an engine's interface and the tap.
+fn tc_check(root: &HostRoot) -> Check {
+    let states: Vec<(&str, ModuleState)> = TC_PIECES
+        .iter()
+        .chain(TC_CLASSIFIERS.iter())
+        .map(|&name| (name, netmods::state(root, name)))
+        .collect();
+    let missing: Vec<&str> = TC_PIECES
+        .iter()
+        .copied()
+        .filter(|name| !netmods::state(root, name).available())
+        .chain(
+            (!TC_CLASSIFIERS
+                .iter()
+                .any(|name| netmods::state(root, name).available()))
+            .then_some("cls_u32 or cls_flower"),
+        )
+        .collect();
+    let mut found = states
+        .iter()
+        .map(|(name, state)| format!("{name} {}", describe(*state)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if states.iter().any(|(_, s)| *s == ModuleState::Unknown) {
+        found.push_str(" (the running kernel has no modules tree to tell)");
+    }
+    let (verdict, detail) = if missing.is_empty() {
+        (Verdict::Ok, found)
+    } else {
+        (
+            Verdict::Warn,
+            format!(
+                "missing {}: containers on an engine's network get no interface ({found})",
+                missing.join(", ")
+            ),
+        )
+    };
+    Check {
+        name: "tc",
+        verdict,
+        detail,
+    }
+}
+
+fn vhost_net_check(root: &HostRoot) -> Check {
+    let device = match devices::open_state(root, "/dev/vhost-net") {
+        DeviceState::Usable => "/dev/vhost-net usable".to_owned(),
+        DeviceState::Missing => "no /dev/vhost-net".to_owned(),
+        DeviceState::Unusable(e) => format!("/dev/vhost-net: {e}"),
+    };
+    let module = describe(netmods::state(root, "vhost_net"));
+    Check {
+        name: "vhost-net",
+        verdict: Verdict::Ok,
+        detail: format!("{device} (vhost_net {module}); not required"),
+    }
+}
+
+fn describe(state: ModuleState) -> &'static str {
+    match state {
+        ModuleState::BuiltIn => "built in",
+        ModuleState::Loaded => "loaded",
+        ModuleState::Loadable => "loadable",
+        ModuleState::Missing => "missing",
+        ModuleState::Unknown => "unknown",
+    }
+}
+
 fn cgroup_check(layout: CgroupLayout) -> Check {
     let verdict = match layout {
         CgroupLayout::None => Verdict::Warn,
@@ -155,6 +224,8 @@ pub fn run(root: &HostRoot, config: &Config) -> Report {
         kvm_check(&kvm),
         vsock_check(root),
         tun_check(root),
+        tc_check(root),
+        vhost_net_check(root),
         cgroup_check(cgroup),
         asset_check("kernel", &config.kernel, AssetRole::Kernel),
         asset_check("initramfs", &config.initramfs, AssetRole::Initramfs),
@@ -194,9 +265,36 @@ mod tests {
         assert_eq!(verdict_of(&report, "kernel"), Verdict::Ok);
         assert_eq!(verdict_of(&report, "initramfs"), Verdict::Ok);
         assert_eq!(verdict_of(&report, "tun"), Verdict::Warn);
+        // No kernel release, no modules tree: the tc pieces are missing, a warning only.
+        assert_eq!(verdict_of(&report, "tc"), Verdict::Warn);
+        assert_eq!(verdict_of(&report, "vhost-net"), Verdict::Ok);
         assert!(!report.ok);
         let kvm = report.checks.iter().find(|c| c.name == "kvm").unwrap();
         assert!(kvm.detail.contains("kvm_pvm"), "{}", kvm.detail);
+    }
+
+    #[test]
+    fn tc_is_ok_with_either_classifier() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("proc/sys/kernel")).unwrap();
+        std::fs::write(p.join("proc/sys/kernel/osrelease"), "6.1.0\n").unwrap();
+        std::fs::create_dir_all(p.join("lib/modules/6.1.0")).unwrap();
+        std::fs::write(p.join("lib/modules/6.1.0/modules.dep"), "").unwrap();
+        for m in ["sch_ingress", "act_mirred", "cls_flower"] {
+            std::fs::create_dir_all(p.join("sys/module").join(m)).unwrap();
+        }
+        let tc = tc_check(&HostRoot::at(p));
+        assert_eq!(tc.verdict, Verdict::Ok, "{}", tc.detail);
+        assert!(tc.detail.contains("cls_u32 missing"), "{}", tc.detail);
+        std::fs::remove_dir(p.join("sys/module/act_mirred")).unwrap();
+        let tc = tc_check(&HostRoot::at(p));
+        assert_eq!(tc.verdict, Verdict::Warn);
+        assert!(
+            tc.detail.starts_with("missing act_mirred:"),
+            "{}",
+            tc.detail
+        );
     }
 
     #[test]
@@ -212,7 +310,16 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["kvm", "vsock", "tun", "cgroup", "kernel", "initramfs"]
+            [
+                "kvm",
+                "vsock",
+                "tun",
+                "tc",
+                "vhost-net",
+                "cgroup",
+                "kernel",
+                "initramfs"
+            ]
         );
         assert_eq!(v["kvm"]["backend"], "absent");
         assert_eq!(v["ok"], false);

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod check;
 pub mod devices;
 pub mod kvm;
+pub mod netmods;
 
 use std::path::{Path, PathBuf};
 
