@@ -23,6 +23,10 @@ const OOM_HOOK_PATIENCE: Duration = Duration::from_secs(10);
 /// The least time between two runs of the OOM hook: each makes a real OOM kill on the host,
 /// and a guest must not be able to make them at will.
 const OOM_HOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// The most runs of the OOM hook over a sandbox's life: the engines need to see that kills
+/// happened, and a guest reporting rising counts forever must not cost the host a process
+/// and a cgroup squeeze every second.
+const OOM_HOOK_BUDGET: u32 = 16;
 
 /// `(code, signal)` of an ended process.
 pub type End = (Option<i32>, Option<i32>);
@@ -38,8 +42,36 @@ pub struct Exits {
     state: Mutex<ExitState>,
     changed: Condvar,
     oom_hook: Mutex<Option<OomHook>>,
-    /// The highest count reported so far, and when the hook last ran.
-    oom_seen: Mutex<(u64, Option<std::time::Instant>)>,
+    oom_seen: Mutex<OomSeen>,
+}
+
+/// What the guest reported of OOM kills, and the hook's runs so far.
+#[derive(Default)]
+struct OomSeen {
+    /// The highest count reported.
+    count: u64,
+    /// When the hook last ran.
+    last_run: Option<std::time::Instant>,
+    /// How many times it ran.
+    runs: u32,
+}
+
+impl OomSeen {
+    /// Records a report of `oom_kills` at `now`; true when the hook should run for it: the
+    /// count rose, the last run is [`OOM_HOOK_INTERVAL`] old, and the budget is not spent.
+    fn admit(&mut self, oom_kills: u64, now: std::time::Instant) -> bool {
+        let rose = oom_kills > self.count;
+        self.count = self.count.max(oom_kills);
+        let rested = self
+            .last_run
+            .is_none_or(|t| now.duration_since(t) >= OOM_HOOK_INTERVAL);
+        if !rose || !rested || self.runs >= OOM_HOOK_BUDGET {
+            return false;
+        }
+        self.last_run = Some(now);
+        self.runs += 1;
+        true
+    }
 }
 
 #[derive(Default)]
@@ -118,21 +150,17 @@ impl Exits {
 
     /// Runs the hook on a thread of its own and waits for it, at most [`OOM_HOOK_PATIENCE`]:
     /// a hook that hangs must not stop the reader.
-    /// Reports that do not raise the count, or come within [`OOM_HOOK_INTERVAL`] of the last
-    /// run, are passed over: the engines need to see a kill, not each one.
+    /// Reports that do not raise the count, come within [`OOM_HOOK_INTERVAL`] of the last
+    /// run or past [`OOM_HOOK_BUDGET`] runs are passed over: the engines need to see a kill,
+    /// not each one.
     fn oom_killed(self: &std::sync::Arc<Self>, oom_kills: u64) {
-        {
-            let mut seen = self.oom_seen.lock().unwrap_or_else(|p| p.into_inner());
-            let (count, last) = &mut *seen;
-            let now = std::time::Instant::now();
-            if oom_kills <= *count
-                || last.is_some_and(|t| now.duration_since(t) < OOM_HOOK_INTERVAL)
-            {
-                *count = (*count).max(oom_kills);
-                return;
-            }
-            *count = oom_kills;
-            *last = Some(now);
+        let admitted = self
+            .oom_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(oom_kills, std::time::Instant::now());
+        if !admitted {
+            return;
         }
         let (done, finished) = sync_channel::<()>(1);
         let exits = self.clone();
@@ -289,6 +317,22 @@ mod tests {
             exits.oom_killed(n);
         }
         assert_eq!(*runs.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn the_oom_hook_runs_at_most_its_budget() {
+        let mut seen = OomSeen::default();
+        let start = std::time::Instant::now();
+        let admitted = (1..=OOM_HOOK_BUDGET as u64 + 5)
+            .filter(|&n| seen.admit(n, start + OOM_HOOK_INTERVAL * n as u32))
+            .count();
+        assert_eq!(admitted, OOM_HOOK_BUDGET as usize);
+        // A rising count within the interval is passed over, but remembered.
+        let mut seen = OomSeen::default();
+        assert!(seen.admit(1, start));
+        assert!(!seen.admit(5, start));
+        assert!(!seen.admit(5, start + OOM_HOOK_INTERVAL));
+        assert!(seen.admit(6, start + OOM_HOOK_INTERVAL));
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub enum Command {
     #[command(hide = true)]
     Sandbox(create::SandboxArgs),
     /// A sandbox's sacrificial child: an OOM kill in its host cgroup (runtime::host_oom).
-    #[command(hide = true, name = "oom-sacrifice")]
+    #[command(hide = true, name = crate::runtime::host_oom::SACRIFICE_VERB)]
     OomSacrifice,
     /// Run one more process in a running container.
     Exec(exec::ExecArgs),

@@ -128,15 +128,13 @@ fn tc_check(root: &HostRoot) -> Check {
         .chain(TC_CLASSIFIERS.iter())
         .map(|&name| (name, netmods::state(root, name)))
         .collect();
+    let available = |name: &str| states.iter().any(|(n, s)| *n == name && s.available());
     let missing: Vec<&str> = TC_PIECES
         .iter()
         .copied()
-        .filter(|name| !netmods::state(root, name).available())
+        .filter(|name| !available(name))
         .chain(
-            (!TC_CLASSIFIERS
-                .iter()
-                .any(|name| netmods::state(root, name).available()))
-            .then_some("cls_u32 or cls_flower"),
+            (!TC_CLASSIFIERS.iter().any(|name| available(name))).then_some("cls_u32 or cls_flower"),
         )
         .collect();
     let mut found = states

@@ -61,6 +61,10 @@ struct MemoryCgroup {
     limit: PathBuf,
     /// The current use (`memory.current`, v1 `memory.usage_in_bytes`).
     usage: PathBuf,
+    /// v2's swap limit (`memory.swap.max`), set to 0 while squeezing: with swap allowed the
+    /// kernel would swap the guest's RAM out rather than kill the child. (v1's
+    /// `memory.memsw.limit_in_bytes` cannot go below the limit it bounds: left alone.)
+    swap: Option<PathBuf>,
 }
 
 /// This process's memory cgroup from `/proc/self/cgroup` text, below `mount` (normally
@@ -74,11 +78,12 @@ fn memory_cgroup(proc_cgroup: &str, mount: &Path) -> Option<MemoryCgroup> {
             .any(|c| c == "memory")
             .then_some(path)
     });
-    let (dir, limit, usage) = match v1 {
+    let (dir, limit, usage, swap) = match v1 {
         Some(path) => (
             mount.join("memory").join(path.trim_start_matches('/')),
             "memory.limit_in_bytes",
             "memory.usage_in_bytes",
+            None,
         ),
         None => {
             let path = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
@@ -86,12 +91,14 @@ fn memory_cgroup(proc_cgroup: &str, mount: &Path) -> Option<MemoryCgroup> {
                 mount.join(path.trim_start_matches('/')),
                 "memory.max",
                 "memory.current",
+                Some("memory.swap.max"),
             )
         }
     };
     (dir != mount && dir != mount.join("memory")).then(|| MemoryCgroup {
         limit: dir.join(limit),
         usage: dir.join(usage),
+        swap: swap.map(|f| dir.join(f)),
     })
 }
 
@@ -119,12 +126,24 @@ pub fn tell_host() -> Result<(), HostOomError> {
         .filter(|c| c.limit.exists())
         .ok_or_else(|| HostOomError::NoCgroup(text.lines().next().unwrap_or("").to_owned()))?;
     let old_limit = read(&cgroup.limit)?;
+    // A swap limit file exists only where swap is accounted; its old value, to put back.
+    let swap = cgroup
+        .swap
+        .as_deref()
+        .and_then(|path| Some((path, read(path).ok()?)));
     let mut child = spawn_sacrifice()?;
     let old_adj = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
     // Without CAP_SYS_RESOURCE this fails, and the child's higher score is what protects us.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
-    let result = squeeze(&cgroup, &mut child);
+    let result = match swap {
+        Some((path, _)) => write(path, "0").and_then(|()| squeeze(&cgroup, &mut child)),
+        None => squeeze(&cgroup, &mut child),
+    };
     let restored = write(&cgroup.limit, &old_limit);
+    let restored = match swap {
+        Some((path, old)) => restored.and(write(path, &old)),
+        None => restored,
+    };
     if !old_adj.trim().is_empty() {
         let _ = std::fs::write("/proc/self/oom_score_adj", old_adj.trim());
     }
@@ -143,13 +162,29 @@ fn spawn_sacrifice() -> Result<Child, HostOomError> {
         .spawn()
         .map_err(|e| HostOomError::Child(format!("cannot start it: {e}")))?;
     let mut ready = [0u8; 1];
-    let got = child.stdout.as_mut().map(|out| out.read(&mut ready));
+    let got = child
+        .stdout
+        .as_mut()
+        .filter(|out| readable_within(&**out, PATIENCE))
+        .map(|out| out.read(&mut ready));
     if !matches!(got, Some(Ok(1))) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(HostOomError::Child("it did not get ready".into()));
     }
     Ok(child)
+}
+
+/// Whether `fd` has something to read (or its end) within `patience`.
+fn readable_within(fd: &impl std::os::fd::AsRawFd, patience: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = i32::try_from(patience.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, for the duration of the call.
+    unsafe { libc::poll(&mut poll, 1, timeout) > 0 }
 }
 
 /// Lowers the limit to the use now plus [`MARGIN`], lets the child allocate, and waits for
@@ -214,6 +249,7 @@ mod tests {
             Some(MemoryCgroup {
                 limit: mount.join("docker/abc/memory.max"),
                 usage: mount.join("docker/abc/memory.current"),
+                swap: Some(mount.join("docker/abc/memory.swap.max")),
             })
         );
         let v1 = "12:pids:/x\n4:memory:/docker/abc\n0::/\n";
@@ -222,6 +258,7 @@ mod tests {
             Some(MemoryCgroup {
                 limit: mount.join("memory/docker/abc/memory.limit_in_bytes"),
                 usage: mount.join("memory/docker/abc/memory.usage_in_bytes"),
+                swap: None,
             })
         );
         // The root cgroup has no limit to lower.

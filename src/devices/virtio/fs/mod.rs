@@ -38,7 +38,8 @@
 //! [`FsLimits::total`] descriptors (cache + open handles + pinned unlinked files) besides its
 //! root and `/proc/self/fd`, and sets the soft `RLIMIT_NOFILE` to the sum of the live shares'
 //! budgets plus [`VMM_MARGIN`] (never below the soft limit the process started with, never
-//! above the hard one; a budget the hard limit cannot hold is shrunk, logged once).
+//! above the hard one; a budget the hard limit cannot hold is shrunk quietly: the
+//! sandbox's stderr belongs to the container's one-line errors).
 
 mod device;
 mod event_handler;

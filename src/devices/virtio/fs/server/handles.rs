@@ -21,6 +21,11 @@ pub(super) struct OpenHandle {
     flags: AtomicU32,
 }
 
+/// The status flags a guest's `fcntl(F_SETFL)` may change on the host file (the kernel
+/// ignores the rest, but `O_ASYNC` it would take: signals to the VMM; never that).
+const STATUS_FLAGS: u32 =
+    (libc::O_APPEND | libc::O_NONBLOCK | libc::O_DIRECT | libc::O_NOATIME) as u32;
+
 impl OpenHandle {
     /// The open file, locked.
     pub(super) fn file(&self) -> MutexGuard<'_, File> {
@@ -30,6 +35,7 @@ impl OpenHandle {
     /// The file, its status flags first set to `flags` if the guest changed them since (an
     /// `fcntl(F_SETFL)` in the guest shows in the next READ or WRITE).
     pub(super) fn file_with_flags(&self, flags: u32) -> io::Result<MutexGuard<'_, File>> {
+        let flags = flags & STATUS_FLAGS;
         let file = self.file();
         if self.flags.load(Ordering::Relaxed) != flags {
             super::sys::set_status_flags(&*file, flags)?;
@@ -79,7 +85,7 @@ impl HandleTable {
         let handle = OpenHandle {
             inode,
             file: Mutex::new(file),
-            flags: AtomicU32::new(flags),
+            flags: AtomicU32::new(flags & STATUS_FLAGS),
         };
         self.handles.insert(fh, Arc::new(handle));
         Ok(fh)

@@ -205,7 +205,7 @@ impl InodeTable {
             .flatten();
         let identity = inode.identity;
         self.by_identity.insert((identity.dev, identity.ino), id);
-        self.add_child(parent, 1);
+        self.add_child(parent);
         if let Some(old) = overflow {
             self.remove_child(old.parent);
         }
@@ -310,9 +310,9 @@ impl InodeTable {
         false
     }
 
-    fn add_child(&mut self, parent: u64, count: u64) {
+    fn add_child(&mut self, parent: u64) {
         if let Some(inode) = self.inodes.get_mut(&parent) {
-            inode.children = inode.children.saturating_add(count);
+            inode.children = inode.children.saturating_add(1);
         }
     }
 

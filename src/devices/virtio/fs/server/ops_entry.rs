@@ -22,8 +22,7 @@ impl ShareFs {
         self.handles().clear();
         let mut state = self.state();
         state.inodes.clear();
-        state.inodes.take_dropped();
-        state.cache.clear();
+        purge_dropped(&mut state);
     }
 
     /// LOOKUP. A name that does not exist is answered as a negative entry (node 0) the guest
