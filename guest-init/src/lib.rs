@@ -2,6 +2,7 @@
 //! [`mount`] and [`pty`] helpers, shared with the host binary, which depends on this crate for them.
 
 pub mod mount;
+pub mod netspec;
 pub mod protocol;
 pub mod pty;
 pub mod spec;

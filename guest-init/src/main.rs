@@ -12,6 +12,7 @@ mod fdpass;
 mod files;
 mod mounts;
 mod net;
+mod netconf;
 mod oom;
 mod power;
 mod process;
@@ -169,6 +170,12 @@ fn serve(boottime: u64) -> Result<(), String> {
                     message: "the container is not running".into(),
                 },
             },
+            Some(HostMessage::Network(spec)) => {
+                match netconf::apply(&spec) {
+                    Ok(()) => GuestMessage::Done,
+                    Err(message) => GuestMessage::Error { message },
+                }
+            }
             Some(HostMessage::PowerOff) => {
                 let _ = send(&GuestMessage::PoweringOff);
                 // Our send is still in the kernel's vsock queue; restarting now could reset

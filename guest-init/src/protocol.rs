@@ -9,10 +9,11 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::netspec::NetSpec;
 pub use crate::spec::{ExecSpec, Resources};
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
@@ -206,6 +207,9 @@ pub enum HostMessage {
         /// What to write.
         text: String,
     },
+    /// Make the guest's network match this (validated by the guest before it applies any
+    /// of it). Answered [`GuestMessage::Done`].
+    Network(Box<NetSpec>),
 }
 
 /// Writes one frame holding `msg`.

@@ -23,9 +23,9 @@
 # sqlite: transactions x rows per transaction, WAL mode, then a checkpoint and a check.
 : "${REAL_SQL_TX:=100}" "${REAL_SQL_ROWS:=10}"
 # A generated C project: this many .c files and a Makefile, make -j2.
-: "${REAL_C_FILES:=12}"
+: "${REAL_C_FILES:=8}"
 # git: files (in directories of 100) added and committed in one commit.
-: "${REAL_GIT_FILES:=2000}"
+: "${REAL_GIT_FILES:=1000}"
 # tar round trip: this directory of the image, archived, extracted elsewhere and compared.
 : "${REAL_TAR_DIR:=/usr/lib/python3.11/asyncio}"
 # Bytes written to stdout through the engine; an environment variable's size; argv: this
