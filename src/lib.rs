@@ -11,6 +11,7 @@ pub mod config;
 pub mod devices;
 pub mod host;
 pub mod image;
+pub mod network;
 pub mod runtime;
 pub mod time;
 pub mod vmm;

@@ -1,6 +1,7 @@
 //! The guest side of runvm as a library: the host<->guest [`protocol`] and [`spec`], and the
 //! [`mount`] and [`pty`] helpers, shared with the host binary, which depends on this crate for them.
 
+pub mod dnsrelay;
 pub mod mount;
 pub mod netspec;
 pub mod protocol;

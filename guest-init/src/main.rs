@@ -24,6 +24,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use guest_init::dnsrelay::{DNS_RELAY_PORT, Relay};
 use guest_init::protocol::{
     CONTROL_PORT, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
 };
@@ -94,6 +95,7 @@ fn serve(boottime: u64) -> Result<(), String> {
         write_frame(&mut *w, msg)
     };
     let processes = process::Processes::default();
+    let dns_relay = Relay::default();
     let hello = GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         kernel_release: power::kernel_release(),
@@ -171,7 +173,12 @@ fn serve(boottime: u64) -> Result<(), String> {
                 },
             },
             Some(HostMessage::Network(spec)) => {
-                match netconf::apply(&spec) {
+                let applied = netconf::apply(&spec).and_then(|()| {
+                    dns_relay.ensure(&spec.dns_relay, || {
+                        vsock::connect(HOST_CID, DNS_RELAY_PORT, CONNECT_PATIENCE)
+                    })
+                });
+                match applied {
                     Ok(()) => GuestMessage::Done,
                     Err(message) => GuestMessage::Error { message },
                 }

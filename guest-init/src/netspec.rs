@@ -21,6 +21,8 @@ pub const MAX_ADDRESSES: usize = 32;
 pub const MAX_ROUTES: usize = 128;
 /// The most neighbours in a [`NetSpec`].
 pub const MAX_NEIGHBOURS: usize = 128;
+/// The most resolver addresses relayed ([`NetSpec::dns_relay`]).
+pub const MAX_DNS_RELAY: usize = 4;
 /// The longest interface name (IFNAMSIZ - 1).
 pub const MAX_IFNAME: usize = 15;
 
@@ -105,6 +107,10 @@ pub struct NetSpec {
     pub routes: Vec<RouteSpec>,
     /// Permanent neighbours.
     pub neighbours: Vec<NeighbourSpec>,
+    /// Loopback addresses of the namespace where a resolver listens (docker's 127.0.0.11):
+    /// the guest answers DNS there by relaying to the host ([`crate::dnsrelay`]).
+    #[serde(default)]
+    pub dns_relay: Vec<IpAddr>,
 }
 
 impl NetSpec {
@@ -148,6 +154,9 @@ impl NetSpec {
         }
         if let Some(n) = self.neighbours.iter().find(|n| !known(&n.dev)) {
             return Err(format!("neighbour {} over unknown {:?}", n.ip, n.dev));
+        }
+        if self.dns_relay.len() > MAX_DNS_RELAY || self.dns_relay.iter().any(|a| !a.is_loopback()) {
+            return Err("the DNS relay takes at most 4 loopback addresses".into());
         }
         Ok(())
     }
@@ -194,6 +203,7 @@ mod tests {
                 metric: None,
             }],
             neighbours: vec![],
+            dns_relay: vec!["127.0.0.11".parse().unwrap()],
         };
         spec.validate().unwrap();
         let text = serde_json::to_string(&spec).unwrap();
@@ -227,6 +237,9 @@ mod tests {
         bad.nics[0].mtu = 10;
         assert!(bad.validate().is_err());
         bad.nics[0].mtu = 1400;
+        bad.dns_relay.push("10.0.0.1".parse().unwrap());
+        assert!(bad.validate().is_err());
+        bad.dns_relay.clear();
         bad.routes.push(RouteSpec {
             dst: None,
             gateway: None,

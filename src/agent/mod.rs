@@ -19,7 +19,8 @@ pub use reader::OomHook;
 
 use guest_init::protocol::{
     CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, MAX_COMMAND, MAX_PROCESS_LIST,
-    MAX_STAT_KEYS, PROTOCOL_VERSION, ProcessInfo, Resources, Stats, read_frame, write_frame,
+    MAX_STAT_KEYS, NetSpec, PROTOCOL_VERSION, ProcessInfo, Resources, Stats, read_frame,
+    write_frame,
 };
 
 use crate::vmm::vcpu::StopReason;
@@ -370,6 +371,11 @@ impl Agent {
     /// Changes the limits of the container's cgroup in the guest (`runvm update`).
     pub fn update(&self, resources: Resources, timeout: Duration) -> Result<(), AgentError> {
         self.request_done(&HostMessage::Update(resources), timeout)
+    }
+
+    /// Makes the guest's network match `spec` (its NICs' names, addresses, routes).
+    pub fn network(&self, spec: NetSpec, timeout: Duration) -> Result<(), AgentError> {
+        self.request_done(&HostMessage::Network(Box::new(spec)), timeout)
     }
 
     /// The container's resource use (`runvm events`).

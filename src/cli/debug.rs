@@ -194,6 +194,7 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         debug,
         allow_software_kvm: args.setup_only,
         shared_dir: None,
+        net_slots: 0,
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     if args.setup_only {
@@ -285,6 +286,7 @@ fn share_in_vm(
         debug,
         allow_software_kvm: false,
         shared_dir: Some(at.to_owned()),
+        net_slots: 0,
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     let agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;

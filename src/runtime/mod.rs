@@ -7,7 +7,7 @@ pub mod exec;
 pub mod hooks;
 pub mod host_cgroup;
 pub mod host_oom;
-pub mod netns;
+pub mod net;
 pub mod pausing;
 pub mod relay;
 pub mod resources;

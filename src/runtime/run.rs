@@ -17,7 +17,8 @@ use super::bundle::{Bundle, BundleError};
 use super::hooks::{HookError, HookPlace};
 use super::host_cgroup::{self, CgroupError};
 use super::host_oom;
-use super::netns::{self, NetnsError};
+use super::net::netns::{self, NetnsError};
+use super::net::{self, GuestNet, GuestNetError};
 use super::relay;
 use super::sandbox::Tracker;
 use super::serve;
@@ -80,6 +81,9 @@ pub enum RunError {
     /// The VM.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The container's network in the VM.
+    #[error(transparent)]
+    Network(#[from] GuestNetError),
     /// The terminal the spec asks for.
     #[error("{0}")]
     Tty(String),
@@ -368,6 +372,7 @@ fn in_vm(
         debug: opts.debug,
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
+        net_slots: net::slots_for(&bundle.spec),
     })?;
     if let Some(p) = opts.pid_file {
         write_pid_file_for(p, std::process::id()).map_err(io_err("cannot write the pid file"))?;
@@ -386,6 +391,11 @@ fn in_vm(
     let listeners = relay::listen_stdio(vm.vsock(), ports)
         .map_err(io_err("cannot listen for the process's stdio"))?;
     tracker.before_prepare()?;
+    // The hooks have run (docker 20.10 wires the namespace in its prestart hook): the NICs
+    // the namespace has now, before the process is prepared; again at start (newer engines
+    // wire between create and start); then whatever changes while it runs.
+    let mut guest_net = GuestNet::new(vm.nics().to_vec(), vm.vsock(), &bundle.spec)?;
+    guest_net.sync(&agent, t)?;
     agent.exec(exec, t)?;
     let streams = relay::accept_stdio(&listeners, t).map_err(|e| RunError::Start(e.to_string()))?;
     drop(listeners);
@@ -407,7 +417,9 @@ fn in_vm(
         move |rows, cols| resizer.resize(rows, cols),
     );
     tracker.created()?;
+    guest_net.sync(&agent, t)?;
     agent.release(0, t)?;
+    guest_net.follow(agent.clone());
     if let Some(control) = tracker.started()? {
         let joined = serve::Joined {
             bundle: bundle.clone(),

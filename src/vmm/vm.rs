@@ -28,6 +28,7 @@ use crate::devices::legacy::serial::{self, COM1_IRQ};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::net::{Net, NetHandle};
 use crate::devices::virtio::vsock::{Vsock, VsockHandle};
 use crate::host::HostRoot;
 use crate::host::kvm::{self as host_kvm, KvmBackend};
@@ -56,6 +57,9 @@ pub struct VmConfig {
     pub debug: bool,
     /// A host directory exported to the guest over virtio-fs as [`SHARE_TAG`].
     pub shared_dir: Option<PathBuf>,
+    /// virtio-net devices (slots 0..n), each without a backend until one is attached
+    /// through [`MicroVm::nics`].
+    pub net_slots: u32,
     /// Start even on kvm_pvm, where guests cannot really run: for measuring the VMM's own
     /// set-up, which is native there.
     pub allow_software_kvm: bool,
@@ -133,6 +137,7 @@ pub struct MicroVm {
     exited: Receiver<VcpuExited>,
     event_loop: EventLoop,
     vsock: VsockHandle,
+    nics: Vec<NetHandle>,
     bus: Arc<Bus>,
     console: ConsoleTail,
     first_entry: FirstEntry,
@@ -269,6 +274,12 @@ impl MicroVm {
             })?;
             virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;
         }
+        let mut nics = Vec::new();
+        for slot in 0..config.net_slots {
+            let (net, handle) = Net::new(slot).map_err(io("virtio-net"))?;
+            virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(net)))?;
+            nics.push(handle);
+        }
         if !config.extra_cmdline.is_empty() {
             cmdline
                 .insert_str(&config.extra_cmdline)
@@ -307,6 +318,7 @@ impl MicroVm {
             exited,
             event_loop,
             vsock,
+            nics,
             bus: bus.clone(),
             console,
             first_entry: first_entry.clone(),
@@ -329,6 +341,11 @@ impl MicroVm {
             vm_handle.vcpus.push(t);
         }
         Ok(vm_handle)
+    }
+
+    /// The host side of the guest's NICs, by slot.
+    pub fn nics(&self) -> &[NetHandle] {
+        &self.nics
     }
 
     /// The host side of the guest's vsock.

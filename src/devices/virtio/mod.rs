@@ -11,7 +11,11 @@
 
 pub mod fs;
 pub mod mmio;
+pub mod net;
+#[cfg(test)]
+mod test_utils;
 pub mod vsock;
+mod watcher;
 
 use std::sync::Arc;
 
@@ -99,6 +103,19 @@ pub enum ActivateError {
     /// The device is already active.
     #[error("the device is already active")]
     AlreadyActive,
+}
+
+/// The queues a [`VirtioDevice::activate`] call brings, as the `N` the device needs (in queue
+/// index order); `active` says whether the device already is.
+pub fn activation_queues<const N: usize>(
+    active: bool,
+    queues: Vec<Queue>,
+) -> Result<[Queue; N], ActivateError> {
+    if active {
+        return Err(ActivateError::AlreadyActive);
+    }
+    let got = queues.len();
+    <[Queue; N]>::try_from(queues).map_err(|_| ActivateError::QueueCount { expected: N, got })
 }
 
 /// A virtio device behind a transport.

@@ -11,7 +11,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::request::{FsServer, handle_chain};
 use super::server::{ShareConfig, ShareFs};
 use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
-use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
+use crate::devices::virtio::{
+    ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice, activation_queues,
+};
 use crate::vmm::GuestMemory;
 
 /// Maximum size of each queue (hiprio, request).
@@ -225,15 +227,7 @@ impl VirtioDevice for VirtioFs {
         interrupt: Arc<dyn Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let got = queues.len();
-        let queues =
-            <[Queue; NUM_QUEUES]>::try_from(queues).map_err(|_| ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got,
-            })?;
+        let queues = activation_queues(self.active.is_some(), queues)?;
         self.active = Some(ActiveQueues {
             mem,
             interrupt,

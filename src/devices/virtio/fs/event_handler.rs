@@ -5,10 +5,10 @@
 use std::os::fd::{AsRawFd, RawFd};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use vmm_sys_util::epoll::EventSet;
 
 use super::NUM_QUEUES;
 use super::device::VirtioFs;
+use crate::devices::virtio::watcher::watch_inputs;
 
 impl VirtioFs {
     /// The queue whose event is `fd`, if any.
@@ -28,14 +28,8 @@ impl VirtioFs {
 
 impl MutEventSubscriber for VirtioFs {
     fn init(&mut self, ops: &mut EventOps) {
-        let fds: Vec<RawFd> = (0..NUM_QUEUES)
-            .filter_map(|i| self.queue_event(i).map(AsRawFd::as_raw_fd))
-            .collect();
-        for fd in fds {
-            if let Err(err) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-                eprintln!("virtio-fs: cannot watch fd {fd}: {err}");
-            }
-        }
+        let queue_events = (0..NUM_QUEUES).filter_map(|i| self.queue_event(i));
+        watch_inputs(ops, "virtio-fs", queue_events.map(AsRawFd::as_raw_fd));
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {

@@ -5,10 +5,8 @@
 //! `escape.rs` tries to reach outside the share; `hostile.rs` sends malformed chains;
 //! `scale.rs` walks trees larger than the server's descriptor cache.
 
-use std::io;
 use std::mem::size_of;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventManager, SubscriberOps};
@@ -18,15 +16,12 @@ use fuse_backend_rs::abi::fuse_abi::{
 };
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
-use virtio_queue::desc::split::Descriptor as SplitDescriptor;
-use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
-use crate::devices::virtio::{
-    ActivateError, INT_VRING, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice,
-};
+use crate::devices::virtio::test_utils::{CountingInterrupt, DriverQueues, desc, settle};
+use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
 
 mod escape;
 mod hostile;
@@ -41,23 +36,8 @@ const REPLY_ADDR: u64 = 0x20_0000;
 const REPLY_LEN: u32 = 0x2_0000;
 const TAG: &str = "runvm-share";
 
-#[derive(Default)]
-struct CountingInterrupt(AtomicUsize);
-
-impl Interrupt for CountingInterrupt {
-    fn trigger(&self, status: u32) -> io::Result<()> {
-        assert_eq!(status, INT_VRING);
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
 fn test_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
-}
-
-fn desc(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
-    RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+    crate::devices::virtio::test_utils::test_memory(MEM_SIZE)
 }
 
 /// A reply read back from the guest's buffer.
@@ -89,12 +69,11 @@ fn cname(name: &[u8]) -> Vec<u8> {
 /// A guest driver talking to the device through its queues.
 struct TestGuest<'a> {
     mem: &'a GuestMemoryMmap,
-    queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    queues: DriverQueues<'a>,
     device: Arc<Mutex<VirtioFs>>,
     interrupt: Arc<CountingInterrupt>,
     /// When set, queue notifications go through a real event manager.
     event_manager: Option<EventManager<Arc<Mutex<VirtioFs>>>>,
-    used_seen: [u16; NUM_QUEUES],
     next_unique: u64,
 }
 
@@ -109,14 +88,10 @@ impl<'a> TestGuest<'a> {
         let device = VirtioFs::with_config(TAG, share, config).unwrap();
         TestGuest {
             mem,
-            queues: QUEUE_ADDRS
-                .iter()
-                .map(|&addr| MockSplitQueue::create(mem, GuestAddress(addr), QUEUE_SIZE))
-                .collect(),
+            queues: DriverQueues::new(mem, &QUEUE_ADDRS, QUEUE_SIZE),
             device: Arc::new(Mutex::new(device)),
             interrupt: Arc::new(CountingInterrupt::default()),
             event_manager: None,
-            used_seen: [0; NUM_QUEUES],
             next_unique: 1,
         }
     }
@@ -130,13 +105,7 @@ impl<'a> TestGuest<'a> {
     }
 
     fn activate(&mut self) -> Result<(), ActivateError> {
-        let queues: Vec<Queue> = self
-            .queues
-            .iter()
-            .map(|q| q.create_queue::<Queue>().unwrap())
-            .collect();
-        let interrupt: Arc<dyn Interrupt> = self.interrupt.clone();
-        self.dev().activate(self.mem.clone(), interrupt, queues)
+        self.queues.activate(&mut *self.dev(), &self.interrupt)
     }
 
     fn dev(&self) -> MutexGuard<'_, VirtioFs> {
@@ -144,26 +113,14 @@ impl<'a> TestGuest<'a> {
     }
 
     fn interrupts(&self) -> usize {
-        self.interrupt.0.load(Ordering::SeqCst)
+        self.interrupt.count()
     }
 
     /// Publishes the chain `descs` (its head at descriptor 0) on `queue`, notifies the device
     /// and returns the used lengths of the chains the device completed meanwhile.
     fn submit(&mut self, queue: usize, descs: &[RawDescriptor]) -> Vec<u32> {
-        for (index, raw) in descs.iter().enumerate() {
-            self.queues[queue]
-                .desc_table()
-                .store(u16::try_from(index).unwrap(), *raw)
-                .unwrap();
-        }
-        let avail = self.queues[queue].avail();
-        let idx = avail.idx().load();
-        avail
-            .ring()
-            .ref_at(usize::from(idx % QUEUE_SIZE))
-            .unwrap()
-            .store(0);
-        avail.idx().store(idx.wrapping_add(1));
+        self.queues.store(queue, 0, descs);
+        self.queues.publish(queue, 0);
         self.notify(queue);
         self.take_used(queue)
     }
@@ -175,7 +132,7 @@ impl<'a> TestGuest<'a> {
                 self.device.lock().unwrap().queue_events()[queue]
                     .write(1)
                     .unwrap();
-                while manager.run_with_timeout(20).unwrap() > 0 {}
+                settle(manager);
             }
             None => self.dev().handle_queue_event(queue),
         }
@@ -183,24 +140,11 @@ impl<'a> TestGuest<'a> {
 
     /// The used lengths of the chains `queue` completed since the last call.
     fn take_used(&mut self, queue: usize) -> Vec<u32> {
-        let used = self.queues[queue].used();
-        let idx = used.idx().load();
-        let mut lens = Vec::new();
-        while self.used_seen[queue] != idx {
-            let elem = used
-                .ring()
-                .ref_at(usize::from(self.used_seen[queue] % QUEUE_SIZE))
-                .unwrap()
-                .load();
-            assert_eq!(
-                elem.id(),
-                0,
-                "the device completed a chain it was not given"
-            );
-            lens.push(elem.len());
-            self.used_seen[queue] = self.used_seen[queue].wrapping_add(1);
+        let used = self.queues.take_used(queue);
+        for &(head, _) in &used {
+            assert_eq!(head, 0, "the device completed a chain it was not given");
         }
-        lens
+        used.into_iter().map(|(_, len)| len).collect()
     }
 
     /// The usual chain: `request` in one readable descriptor, a reply buffer after it.
@@ -576,11 +520,7 @@ fn reset_starts_a_new_session() {
     assert!(guest.dev().reset());
     // The driver sets up new queues (in fresh memory) and a new FUSE session: the old inodes
     // are gone.
-    guest.queues = [0x4_0000, 0x5_0000]
-        .into_iter()
-        .map(|addr| MockSplitQueue::create(&mem, GuestAddress(addr), QUEUE_SIZE))
-        .collect();
-    guest.used_seen = [0; NUM_QUEUES];
+    guest.queues = DriverQueues::new(&mem, &[0x4_0000, 0x5_0000], QUEUE_SIZE);
     guest.activate().unwrap();
     guest.init().unwrap();
     assert!(guest.getattr(inode).is_err());

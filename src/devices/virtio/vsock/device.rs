@@ -11,13 +11,14 @@ use virtio_vsock::packet::VsockPacket;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
-use super::muxer::{SocketWatcher, VsockMuxer};
+use super::muxer::VsockMuxer;
 use super::{
     HostRequest, MAX_PKT_PAYLOAD, NUM_QUEUES, QUEUE_SIZE, TX_QUEUE, VsockError, VsockHandle,
     VsockHeader, handle_pair,
 };
+use crate::devices::virtio::watcher::FdWatcher;
 use crate::devices::virtio::{
-    ActivateError, Interrupt, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice,
+    ActivateError, Interrupt, TYPE_VSOCK, VIRTIO_F_VERSION_1, VirtioDevice, activation_queues,
 };
 use crate::vmm::GuestMemory;
 
@@ -240,7 +241,7 @@ impl Vsock {
     }
 
     /// Applies the connections' epoll interests through `watcher`.
-    pub(super) fn sync_interests(&mut self, watcher: &mut dyn SocketWatcher) {
+    pub(super) fn sync_interests(&mut self, watcher: &mut dyn FdWatcher) {
         for err in self.muxer.sync_interests(watcher) {
             log_error(&mut self.errors_seen, &err);
         }
@@ -305,17 +306,8 @@ impl VirtioDevice for Vsock {
         interrupt: Arc<dyn Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if self.active.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let got = queues.len();
         // In queue index order: RX_QUEUE, TX_QUEUE, EVENT_QUEUE.
-        let Ok([rx, tx, event]) = <[Queue; NUM_QUEUES]>::try_from(queues) else {
-            return Err(ActivateError::QueueCount {
-                expected: NUM_QUEUES,
-                got,
-            });
-        };
+        let [rx, tx, event] = activation_queues::<NUM_QUEUES>(self.active.is_some(), queues)?;
         self.active = Some(ActiveQueues {
             mem,
             interrupt,

@@ -7,7 +7,6 @@
 //! changes. Queue events before activation are drained and ignored. After every event the
 //! device fills the rx queue, refreshes the socket watch list and re-arms the timer.
 
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
@@ -15,8 +14,8 @@ use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
 use super::device::Vsock;
-use super::muxer::SocketWatcher;
 use super::{NUM_QUEUES, RX_QUEUE, TX_QUEUE};
+use crate::devices::virtio::watcher::{EventOpsWatcher, FdWatcher, watch_inputs};
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +52,7 @@ impl Vsock {
         source: EventSource,
         events: EventSet,
         now: Instant,
-        watcher: &mut dyn SocketWatcher,
+        watcher: &mut dyn FdWatcher,
     ) {
         match source {
             EventSource::Queue(index) => {
@@ -87,52 +86,18 @@ impl Vsock {
     }
 }
 
-/// Applies the muxer's socket watch list to the event manager.
-struct EventOpsWatcher<'a, 'b> {
-    ops: &'a mut EventOps<'b>,
-}
-
-impl SocketWatcher for EventOpsWatcher<'_, '_> {
-    fn watch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
-        self.ops
-            .add(Events::new_raw(fd, events))
-            .map_err(event_loop_error)
-    }
-
-    fn rewatch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
-        self.ops
-            .modify(Events::new_raw(fd, events))
-            .map_err(event_loop_error)
-    }
-
-    fn unwatch(&mut self, fd: RawFd) -> io::Result<()> {
-        self.ops
-            .remove(Events::empty_raw(fd))
-            .map_err(event_loop_error)
-    }
-}
-
-fn event_loop_error(err: event_manager::Error) -> io::Error {
-    io::Error::other(err.to_string())
-}
-
 impl MutEventSubscriber for Vsock {
     fn init(&mut self, ops: &mut EventOps) {
-        let mut fds: Vec<RawFd> = (0..NUM_QUEUES)
-            .filter_map(|i| self.queue_event(i).map(AsRawFd::as_raw_fd))
-            .collect();
-        fds.push(self.wake.as_raw_fd());
-        fds.push(self.timer.as_raw_fd());
-        for fd in fds {
-            if let Err(err) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-                eprintln!("vsock: cannot watch fd {fd}: {err}");
-            }
-        }
+        let queue_events = (0..NUM_QUEUES).filter_map(|i| self.queue_event(i));
+        let fds = queue_events
+            .map(AsRawFd::as_raw_fd)
+            .chain([self.wake.as_raw_fd(), self.timer.as_raw_fd()]);
+        watch_inputs(ops, "vsock", fds);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let source = self.event_source(events.fd());
-        let mut watcher = EventOpsWatcher { ops };
+        let mut watcher = EventOpsWatcher::new(ops);
         self.handle_event(source, events.event_set(), Instant::now(), &mut watcher);
     }
 }

@@ -9,11 +9,10 @@
 //!
 //! The muxer does not own the event loop: it records which connection sockets need their
 //! epoll interest refreshed, and [`VsockMuxer::sync_interests`] applies that through a
-//! [`SocketWatcher`]. A socket leaves epoll before it is closed, so a file descriptor number
+//! [`FdWatcher`]. A socket leaves epoll before it is closed, so a file descriptor number
 //! is never reused while the event loop still watches it.
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use super::{
     MAX_CONNECTIONS, MAX_PENDING_RESETS, MAX_PKT_PAYLOAD, OP_REQUEST, OP_RST, PKT_HEADER_SIZE,
     TYPE_STREAM, VsockError, VsockHeader, lock_listeners,
 };
+use crate::devices::virtio::watcher::FdWatcher;
 
 /// Identifies a connection: our port and the guest's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,16 +37,6 @@ pub(super) struct ConnKey {
     pub(super) local_port: u32,
     /// The guest-side port.
     pub(super) peer_port: u32,
-}
-
-/// The event loop's view of the connection sockets.
-pub(super) trait SocketWatcher {
-    /// Starts watching `fd` for `events` (hang-ups are always reported).
-    fn watch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()>;
-    /// Changes the events watched on `fd`.
-    fn rewatch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()>;
-    /// Stops watching `fd`.
-    fn unwatch(&mut self, fd: RawFd) -> io::Result<()>;
 }
 
 /// Connections, listeners and pending rx work of one device.
@@ -375,7 +365,7 @@ impl VsockMuxer {
     }
 
     /// Brings the event loop's watch list up to date; connections it refuses are reset.
-    pub(super) fn sync_interests(&mut self, watcher: &mut dyn SocketWatcher) -> Vec<VsockError> {
+    pub(super) fn sync_interests(&mut self, watcher: &mut dyn FdWatcher) -> Vec<VsockError> {
         let mut errors = Vec::new();
         for key in std::mem::take(&mut self.interest_dirty) {
             let Some(conn) = self.connections.get_mut(&key) else {

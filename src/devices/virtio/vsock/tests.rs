@@ -2,27 +2,25 @@
 //! memory (the queues laid out by `MockSplitQueue`), packets read back from the used ring, and
 //! host sockets polled in place of the event loop (or a real `EventManager` in one test).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, SubscriberOps};
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
-use virtio_queue::desc::split::Descriptor as SplitDescriptor;
-use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use super::event_handler::EventSource;
-use super::muxer::SocketWatcher;
 use super::*;
-use crate::devices::virtio::{INT_VRING, Interrupt, VirtioDevice};
+use crate::devices::virtio::test_utils::{
+    CountingInterrupt, DriverQueues, FakeWatcher, desc, settle,
+};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
 
 mod flows;
 mod hostile;
@@ -49,94 +47,18 @@ struct RxPacket {
     data: Vec<u8>,
 }
 
-#[derive(Default)]
-struct CountingInterrupt(AtomicUsize);
-
-impl Interrupt for CountingInterrupt {
-    fn trigger(&self, status: u32) -> io::Result<()> {
-        assert_eq!(status, INT_VRING);
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-/// Stands for the epoll set, and fails like epoll would on bookkeeping mistakes.
-#[derive(Default)]
-struct FakeWatcher {
-    watched: HashMap<RawFd, EventSet>,
-}
-
-impl SocketWatcher for FakeWatcher {
-    fn watch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
-        if self.watched.insert(fd, events).is_some() {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        Ok(())
-    }
-
-    fn rewatch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
-        match self.watched.get_mut(&fd) {
-            Some(watched) => *watched = events,
-            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
-        }
-        Ok(())
-    }
-
-    fn unwatch(&mut self, fd: RawFd) -> io::Result<()> {
-        self.watched
-            .remove(&fd)
-            .map(|_| ())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-    }
-}
-
-/// What the socket is ready for, as epoll would report it for `interest`.
-fn poll_ready(fd: RawFd, interest: EventSet) -> EventSet {
-    let mut events = 0;
-    if interest.contains(EventSet::IN) {
-        events |= libc::POLLIN;
-    }
-    if interest.contains(EventSet::OUT) {
-        events |= libc::POLLOUT;
-    }
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call, and the count is 1.
-    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
-    assert!(ready >= 0, "poll: {}", io::Error::last_os_error());
-    let mut out = EventSet::empty();
-    for (bit, event) in [
-        (libc::POLLIN, EventSet::IN),
-        (libc::POLLOUT, EventSet::OUT),
-        (libc::POLLHUP, EventSet::HANG_UP),
-        (libc::POLLERR, EventSet::ERROR),
-    ] {
-        if pfd.revents & bit != 0 {
-            out |= event;
-        }
-    }
-    out
-}
-
 fn parse_header(bytes: &[u8; PKT_HEADER_SIZE]) -> VsockHeader {
     VsockHeader::from_bytes(bytes)
 }
 
 fn test_memory() -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
-}
-
-fn desc(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
-    RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+    crate::devices::virtio::test_utils::test_memory(MEM_SIZE)
 }
 
 /// A guest driver talking to the device through its queues.
 struct TestGuest<'a> {
     mem: &'a GuestMemoryMmap,
-    queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    queues: DriverQueues<'a>,
     device: Arc<Mutex<Vsock>>,
     handle: VsockHandle,
     interrupt: Arc<CountingInterrupt>,
@@ -145,8 +67,6 @@ struct TestGuest<'a> {
     event_manager: Option<EventManager<Arc<Mutex<Vsock>>>>,
     /// Descriptor slots (pairs) not owned by the device, per queue (rx, tx).
     free_slots: [VecDeque<u16>; 2],
-    rx_used_seen: u16,
-    tx_used_seen: u16,
     /// Every tx chain the device returned: (head, used length).
     tx_used: Vec<(u16, u32)>,
 }
@@ -155,22 +75,15 @@ impl<'a> TestGuest<'a> {
     /// An activated device with the guest CID 3.
     fn new(mem: &'a GuestMemoryMmap) -> Self {
         let (device, handle) = Vsock::new(GUEST_CID).unwrap();
-        let queues: Vec<_> = QUEUE_ADDRS
-            .iter()
-            .map(|&addr| MockSplitQueue::create(mem, GuestAddress(addr), QUEUE_SIZE))
-            .collect();
-        let interrupt = Arc::new(CountingInterrupt::default());
         let mut guest = TestGuest {
             mem,
-            queues,
+            queues: DriverQueues::new(mem, &QUEUE_ADDRS, QUEUE_SIZE),
             device: Arc::new(Mutex::new(device)),
             handle,
-            interrupt,
+            interrupt: Arc::new(CountingInterrupt::default()),
             watcher: FakeWatcher::default(),
             event_manager: None,
             free_slots: [(0..SLOTS).collect(), (0..SLOTS).collect()],
-            rx_used_seen: 0,
-            tx_used_seen: 0,
             tx_used: Vec::new(),
         };
         guest.activate();
@@ -188,14 +101,8 @@ impl<'a> TestGuest<'a> {
     }
 
     fn activate(&mut self) {
-        let queues: Vec<Queue> = self
-            .queues
-            .iter()
-            .map(|q| q.create_queue::<Queue>().unwrap())
-            .collect();
-        let interrupt: Arc<dyn Interrupt> = self.interrupt.clone();
-        self.dev()
-            .activate(self.mem.clone(), interrupt, queues)
+        self.queues
+            .activate(&mut *self.dev(), &self.interrupt)
             .unwrap();
     }
 
@@ -240,12 +147,7 @@ impl<'a> TestGuest<'a> {
     /// Runs the event manager until it has nothing left to do.
     fn settle(&mut self) {
         if let Some(manager) = self.event_manager.as_mut() {
-            for _ in 0..1000 {
-                if manager.run_with_timeout(20).unwrap() == 0 {
-                    return;
-                }
-            }
-            panic!("the event loop does not settle");
+            settle(manager);
         }
     }
 
@@ -256,13 +158,7 @@ impl<'a> TestGuest<'a> {
             return;
         }
         for _ in 0..1000 {
-            let ready: Vec<(RawFd, EventSet)> = self
-                .watcher
-                .watched
-                .iter()
-                .map(|(&fd, &interest)| (fd, poll_ready(fd, interest)))
-                .filter(|(_, events)| !events.is_empty())
-                .collect();
+            let ready = self.watcher.ready();
             if ready.is_empty() {
                 return;
             }
@@ -287,20 +183,8 @@ impl<'a> TestGuest<'a> {
             .expect("a free descriptor slot");
         let head = slot * 2;
         let descs = build(head, Self::slot_addr(queue, head));
-        for (i, d) in descs.iter().enumerate() {
-            self.queues[queue]
-                .desc_table()
-                .store(head + i as u16, *d)
-                .unwrap();
-        }
-        let avail = self.queues[queue].avail();
-        let idx = avail.idx().load();
-        avail
-            .ring()
-            .ref_at(usize::from(idx % QUEUE_SIZE))
-            .unwrap()
-            .store(head);
-        avail.idx().store(idx.wrapping_add(1));
+        self.queues.store(queue, head, &descs);
+        self.queues.publish(queue, head);
         if queue == TX_QUEUE {
             self.kick(TX_QUEUE);
             let used = self.take_used(TX_QUEUE);
@@ -372,25 +256,11 @@ impl<'a> TestGuest<'a> {
 
     /// The used ring entries of `queue` not seen yet: (head, len).
     fn take_used(&mut self, queue: usize) -> Vec<(u16, u32)> {
-        let used = self.queues[queue].used();
-        let idx = used.idx().load();
-        let seen = if queue == RX_QUEUE {
-            &mut self.rx_used_seen
-        } else {
-            &mut self.tx_used_seen
-        };
-        let mut out = Vec::new();
-        while *seen != idx {
-            let elem = used
-                .ring()
-                .ref_at(usize::from(*seen % QUEUE_SIZE))
-                .unwrap()
-                .load();
-            out.push((elem.id() as u16, elem.len()));
-            *seen = seen.wrapping_add(1);
-            self.free_slots[queue].push_back(elem.id() as u16 / 2);
+        let used = self.queues.take_used(queue);
+        for &(head, _) in &used {
+            self.free_slots[queue].push_back(head / 2);
         }
-        out
+        used
     }
 
     /// The packets the device wrote to rx buffers since the last call (consumed bad chains,

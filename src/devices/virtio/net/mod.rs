@@ -1,0 +1,116 @@
+//! virtio-net (virtio v1.2 §5.1): one guest NIC whose frames go to and come from a host tap.
+//!
+//! The device offers only [`VIRTIO_F_VERSION_1`](super::VIRTIO_F_VERSION_1), `VIRTIO_NET_F_MAC`
+//! and `VIRTIO_NET_F_STATUS`: no offloads, no mergeable rx buffers, no control queue. Its
+//! config space holds the placeholder MAC of its slot ([`guest_init::netspec::slot_mac`]; the
+//! guest sets the real one itself) and a link status that is always up.
+//!
+//! The host end is a tap opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` and a vnet header
+//! size of [`VNET_HDR_LEN`], handed over at run time through the [`NetHandle`]. Guest and tap
+//! use the same 12-byte `virtio_net_hdr_v1`, so the device copies header and frame as they are
+//! between descriptor chains and the tap, in both directions; on rx it only sets
+//! `num_buffers` to 1. While no tap is attached, tx frames are dropped and nothing is received.
+//!
+//! Without mergeable rx buffers or offloads, Linux posts rx buffers sized for a 1500-byte MTU:
+//! frames from a tap with a larger MTU do not fit and are dropped (counted in
+//! [`NetStats::rx_dropped`]).
+//!
+//! The device is shaped like the other virtio devices:
+//! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the backend swap;
+//! - `tx.rs`: guest to tap (descriptor chains gathered into one frame, then one `write`);
+//! - `rx.rs`: tap to guest (one `read` per available chain, scattered into it);
+//! - `backend.rs`: the tap itself (non-blocking reads and writes);
+//! - `handle.rs`: [`NetHandle`], how other threads attach a tap, and the [`NetStats`] counters;
+//! - `event_handler.rs`: the event-loop side (queue events, the handle's wake-up event, the
+//!   tap), including when the tap is watched (see there).
+//!
+//! **Security.** Everything in the queues comes from a hostile guest: descriptor addresses and
+//! lengths are checked against guest memory, a frame is bounded by [`MAX_BUF_LEN`], a bad
+//! chain fails (and is returned with length 0) alone, and the device never blocks: a tap that
+//! cannot take a frame loses it. Errors are logged, [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS)
+//! at most.
+
+mod backend;
+mod device;
+mod event_handler;
+mod handle;
+mod rx;
+#[cfg(test)]
+mod tests;
+mod tx;
+
+use std::io;
+
+pub use device::Net;
+pub use handle::{NetHandle, NetStats};
+
+/// The largest size of each queue.
+pub const QUEUE_SIZE: u16 = 256;
+/// Number of queues: rx and tx (no control queue, one pair).
+pub const NUM_QUEUES: usize = 2;
+/// Index of the rx queue (tap to guest).
+pub const RX_QUEUE: usize = 0;
+/// Index of the tx queue (guest to tap).
+pub const TX_QUEUE: usize = 1;
+
+/// Size of `struct virtio_net_hdr_v1`, in front of every frame (the guest's and the tap's).
+pub const VNET_HDR_LEN: usize = 12;
+/// The largest frame after the header: the 65535-byte maximum MTU, an Ethernet header and a
+/// VLAN tag.
+pub const MAX_FRAME_LEN: usize = 65550;
+/// The largest header plus frame, either way: a larger tx chain is dropped, and rx reads at
+/// most this much.
+pub const MAX_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
+/// Frames received per wake-up of the tap, so that the event loop stays fair.
+pub const MAX_RX_FRAMES_PER_EVENT: usize = QUEUE_SIZE as usize;
+/// Tx chains handled per queue event before the device lets other events run.
+pub const MAX_TX_CHAINS_PER_EVENT: usize = QUEUE_SIZE as usize;
+
+/// Why the device could not serve a descriptor chain, a frame or a queue (logged, never
+/// fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A tx chain holds a device-writable descriptor.
+    #[error("write-only descriptor in a tx chain")]
+    WriteOnlyTx,
+    /// An rx chain holds a device-readable descriptor.
+    #[error("read-only descriptor in an rx chain")]
+    ReadOnlyRx,
+    /// A tx chain is shorter than the vnet header.
+    #[error("tx chain of {0} bytes is shorter than the {VNET_HDR_LEN}-byte header")]
+    TxTooShort(usize),
+    /// A tx chain is longer than [`MAX_BUF_LEN`].
+    #[error("tx chain is longer than {MAX_BUF_LEN} bytes")]
+    TxTooLarge,
+    /// A tx header asks for an offload that was not negotiated.
+    #[error(
+        "tx header asks for offloads that were not negotiated (flags {flags:#x}, gso_type {gso_type})"
+    )]
+    Offload {
+        /// `virtio_net_hdr_v1.flags`.
+        flags: u8,
+        /// `virtio_net_hdr_v1.gso_type`.
+        gso_type: u8,
+    },
+    /// A descriptor points outside guest memory.
+    #[error("descriptor outside guest memory")]
+    OutOfMemory,
+    /// An rx chain no longer holds the frame it was checked for (the guest changed it).
+    #[error("rx chain changed while the device filled it")]
+    RxChainChanged,
+    /// Guest memory could not be read or written.
+    #[error("guest memory: {0}")]
+    Memory(#[from] vm_memory::GuestMemoryError),
+    /// The queue itself failed (e.g. its used ring is outside guest memory).
+    #[error("queue: {0}")]
+    Queue(#[from] virtio_queue::Error),
+    /// The guest could not be interrupted.
+    #[error("interrupt: {0}")]
+    Interrupt(#[source] io::Error),
+    /// The event loop refused a change of what it watches.
+    #[error("event loop: {0}")]
+    EventLoop(#[source] io::Error),
+    /// The tap failed: reading it, writing it, or it reported an error or a hang-up.
+    #[error("tap: {0}")]
+    Backend(#[source] io::Error),
+}

@@ -1,0 +1,364 @@
+//! Tests of the virtio-net device against a fake guest driver: descriptor chains built in
+//! test memory (the queues laid out by `MockSplitQueue`), frames read back from the used ring,
+//! and a datagram socket pair standing in for the tap (it keeps frame boundaries). The tap's
+//! readiness is polled in place of the event loop, or a real `EventManager` drives the device.
+//!
+//! `tx.rs` covers guest to tap, `rx.rs` tap to guest, `backend.rs` the handle, the event
+//! loop and the config space.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use event_manager::{EventManager, SubscriberOps};
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use super::event_handler::EventSource;
+use super::*;
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio::test_utils::{
+    CountingInterrupt, DriverQueues, FakeWatcher, desc, settle,
+};
+use crate::devices::virtio::watcher::FdWatcher;
+
+mod backend;
+mod rx;
+mod tx;
+
+const SLOT: u32 = 3;
+const MEM_SIZE: usize = 32 << 20;
+const QUEUE_ADDRS: [u64; NUM_QUEUES] = [0x0, 0x1_0000];
+const BUF_BASES: [u64; NUM_QUEUES] = [0x10_0000, 0x100_0000];
+/// Guest memory per chain: enough for the largest frame and then some.
+const SLOT_SIZE: u64 = 0x2_0000;
+/// Descriptors per chain, at most.
+const DESCS_PER_SLOT: u16 = 4;
+/// Chains in flight per queue.
+const SLOTS: u16 = QUEUE_SIZE / DESCS_PER_SLOT;
+/// An address past the end of guest memory.
+const OUTSIDE: u64 = MEM_SIZE as u64 + 0x1000;
+
+fn test_memory() -> GuestMemoryMmap {
+    crate::devices::virtio::test_utils::test_memory(MEM_SIZE)
+}
+
+/// The tap's stand-in: the device's end (left blocking: `attach` must make it non-blocking,
+/// or reading an empty socket would hang the tests) and the host's end.
+fn tap_pair() -> (OwnedFd, UnixDatagram) {
+    let (ours, theirs) = UnixDatagram::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    (OwnedFd::from(ours), theirs)
+}
+
+/// A vnet header as the guest sends it without offloads, with `fill` in the fields that do
+/// not matter (hdr_len, gso_size, csum_*, num_buffers).
+fn vnet_hdr(fill: u8) -> [u8; VNET_HDR_LEN] {
+    let mut hdr = [fill; VNET_HDR_LEN];
+    hdr[0] = 0; // flags
+    hdr[1] = 0; // gso_type: VIRTIO_NET_HDR_GSO_NONE
+    hdr
+}
+
+/// Header plus an Ethernet-ish frame of `len` bytes, easy to check for order.
+fn frame(len: usize, seed: u8) -> Vec<u8> {
+    let mut out = vnet_hdr(0).to_vec();
+    out.extend((0..len).map(|i| (i % 251) as u8 ^ seed));
+    out
+}
+
+/// Whatever datagram the host end has right now.
+fn recv_now(peer: &UnixDatagram) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_BUF_LEN + 16];
+    match peer.recv(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// One descriptor of a chain the test guest builds.
+#[derive(Debug, Clone, Copy)]
+struct Seg {
+    len: u32,
+    write: bool,
+    /// Put the descriptor here instead of in the chain's slot.
+    addr: Option<u64>,
+}
+
+/// A device-readable descriptor.
+fn ro(len: u32) -> Seg {
+    Seg {
+        len,
+        write: false,
+        addr: None,
+    }
+}
+
+/// A device-writable descriptor.
+fn wo(len: u32) -> Seg {
+    Seg {
+        len,
+        write: true,
+        addr: None,
+    }
+}
+
+/// A guest driver talking to the device through its queues.
+struct TestGuest<'a> {
+    mem: &'a GuestMemoryMmap,
+    queues: DriverQueues<'a>,
+    device: Arc<Mutex<Net>>,
+    handle: NetHandle,
+    interrupt: Arc<CountingInterrupt>,
+    watcher: FakeWatcher,
+    /// When set, events go through a real event manager instead of direct calls.
+    event_manager: Option<EventManager<Arc<Mutex<Net>>>>,
+    /// Chain slots not owned by the device, per queue.
+    free_slots: [VecDeque<u16>; NUM_QUEUES],
+    /// Where each chain in flight lives: (queue, head) -> its descriptors (address, length).
+    layouts: HashMap<(usize, u16), Vec<(u64, u32)>>,
+}
+
+impl<'a> TestGuest<'a> {
+    /// An activated device with no tap.
+    fn new(mem: &'a GuestMemoryMmap) -> Self {
+        let mut guest = Self::inactive(mem);
+        guest.activate();
+        guest
+    }
+
+    /// A device not activated yet, with no tap.
+    fn inactive(mem: &'a GuestMemoryMmap) -> Self {
+        let (device, handle) = Net::new(SLOT).unwrap();
+        TestGuest {
+            mem,
+            queues: DriverQueues::new(mem, &QUEUE_ADDRS, QUEUE_SIZE),
+            device: Arc::new(Mutex::new(device)),
+            handle,
+            interrupt: Arc::new(CountingInterrupt::default()),
+            watcher: FakeWatcher::default(),
+            event_manager: None,
+            free_slots: [(0..SLOTS).collect(), (0..SLOTS).collect()],
+            layouts: HashMap::new(),
+        }
+    }
+
+    /// An activated device with a tap attached; returns the host's end too.
+    fn with_tap(mem: &'a GuestMemoryMmap) -> (Self, UnixDatagram) {
+        let mut guest = Self::new(mem);
+        let peer = guest.attach_tap();
+        assert!(guest.dev().attached());
+        (guest, peer)
+    }
+
+    /// The same, with the device driven by a real `EventManager`.
+    fn with_event_manager(mem: &'a GuestMemoryMmap) -> Self {
+        let mut guest = Self::new(mem);
+        let mut manager = EventManager::new().unwrap();
+        manager.add_subscriber(Arc::clone(&guest.device));
+        guest.event_manager = Some(manager);
+        guest.settle();
+        guest
+    }
+
+    fn activate(&mut self) {
+        self.queues
+            .activate(&mut *self.dev(), &self.interrupt)
+            .unwrap();
+        // What the event loop would see right after activation (the queue events it set).
+        self.kick(RX_QUEUE);
+        self.kick(TX_QUEUE);
+    }
+
+    fn dev(&self) -> MutexGuard<'_, Net> {
+        self.device.lock().unwrap()
+    }
+
+    fn stats(&self) -> NetStats {
+        self.handle.stats()
+    }
+
+    fn interrupts(&self) -> usize {
+        self.interrupt.count()
+    }
+
+    /// What the event loop watches of the tap: `None` if it is not registered.
+    fn tap_interest(&self) -> Option<EventSet> {
+        assert!(self.watcher.watched.len() <= 1, "more than one tap watched");
+        self.watcher.watched.values().next().copied()
+    }
+
+    /// Delivers one event to the device, as the event loop would.
+    fn event(&mut self, source: EventSource, events: EventSet) {
+        if self.event_manager.is_some() {
+            self.settle();
+            return;
+        }
+        let mut device = self.device.lock().unwrap();
+        device.handle_event(source, events, &mut self.watcher);
+    }
+
+    /// Notifies queue `index`.
+    fn kick(&mut self, index: usize) {
+        if self.event_manager.is_some() {
+            self.dev().queue_events()[index].write(1).unwrap();
+        }
+        self.event(EventSource::Queue(index), EventSet::IN);
+    }
+
+    /// Lets the device see the handle's change.
+    fn wake(&mut self) {
+        self.event(EventSource::Wake, EventSet::IN);
+    }
+
+    /// Attaches a new tap through the handle and lets the device see it; returns the host's
+    /// end.
+    fn attach_tap(&mut self) -> UnixDatagram {
+        let (tap, peer) = tap_pair();
+        self.handle.attach(tap).unwrap();
+        self.wake();
+        peer
+    }
+
+    /// Runs the event manager until it has nothing left to do (panics if it keeps busy).
+    fn settle(&mut self) {
+        if let Some(manager) = self.event_manager.as_mut() {
+            settle(manager);
+        }
+    }
+
+    /// Delivers tap readiness until there is none (the fake event loop); panics if the device
+    /// keeps the loop busy.
+    fn pump(&mut self) {
+        if self.event_manager.is_some() {
+            self.settle();
+            return;
+        }
+        for _ in 0..1000 {
+            let Some(&(_, events)) = self.watcher.ready().first() else {
+                return;
+            };
+            self.event(EventSource::Tap, events);
+        }
+        panic!("tap events do not settle (busy loop)");
+    }
+
+    /// Writes the chain `segs` at a free slot of `queue` and publishes it (without notifying);
+    /// returns its head. `data` fills the readable descriptors, in order.
+    fn push_chain(&mut self, queue: usize, segs: &[Seg], data: &[u8]) -> u16 {
+        assert!(segs.len() <= usize::from(DESCS_PER_SLOT));
+        let slot = self.free_slots[queue]
+            .pop_front()
+            .expect("a free chain slot");
+        let head = slot * DESCS_PER_SLOT;
+        let mut addr = BUF_BASES[queue] + u64::from(slot) * SLOT_SIZE;
+        let mut rest = data;
+        let mut layout = Vec::new();
+        let mut descs = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            let at = seg.addr.unwrap_or(addr);
+            if !seg.write && seg.addr.is_none() {
+                let take = rest.len().min(seg.len as usize);
+                self.mem
+                    .write_slice(&rest[..take], GuestAddress(at))
+                    .unwrap();
+                rest = &rest[take..];
+            }
+            let index = head + i as u16;
+            let last = i + 1 == segs.len();
+            let mut flags = if seg.write { VRING_DESC_F_WRITE } else { 0 };
+            if !last {
+                flags |= VRING_DESC_F_NEXT;
+            }
+            descs.push(desc(at, seg.len, flags, if last { 0 } else { index + 1 }));
+            layout.push((at, seg.len));
+            if seg.addr.is_none() {
+                addr += u64::from(seg.len);
+            }
+        }
+        self.queues.store(queue, head, &descs);
+        self.queues.publish(queue, head);
+        self.layouts.insert((queue, head), layout);
+        head
+    }
+
+    /// Queues `data` on tx as one chain over `segs`, notifies, and returns the used entries.
+    fn send_chain(&mut self, segs: &[Seg], data: &[u8]) -> Vec<(u16, u32)> {
+        self.push_chain(TX_QUEUE, segs, data);
+        self.kick(TX_QUEUE);
+        self.take_used(TX_QUEUE)
+    }
+
+    /// Queues `data` on tx in one readable descriptor; asserts the chain came back unused.
+    fn send(&mut self, data: &[u8]) {
+        let used = self.send_chain(&[ro(data.len() as u32)], data);
+        assert_eq!(used.len(), 1);
+        assert_eq!(used[0].1, 0, "tx chains are returned with length 0");
+    }
+
+    /// Posts one rx chain over `segs` without notifying; returns its head.
+    fn post_rx(&mut self, segs: &[Seg]) -> u16 {
+        self.push_chain(RX_QUEUE, segs, &[])
+    }
+
+    /// Posts `count` rx buffers of `len` bytes each (one descriptor), and notifies.
+    fn provide_rx(&mut self, count: usize, len: u32) {
+        for _ in 0..count {
+            self.post_rx(&[wo(len)]);
+        }
+        self.kick(RX_QUEUE);
+    }
+
+    /// The used ring entries of `queue` not seen yet: (head, len).
+    fn take_used(&mut self, queue: usize) -> Vec<(u16, u32)> {
+        let used = self.queues.take_used(queue);
+        for &(head, _) in &used {
+            self.free_slots[queue].push_back(head / DESCS_PER_SLOT);
+        }
+        used
+    }
+
+    /// The `len` bytes the device wrote into the rx chain `head`.
+    fn read_rx(&self, head: u16, len: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = len as usize;
+        for &(addr, seg_len) in &self.layouts[&(RX_QUEUE, head)] {
+            let take = rest.min(seg_len as usize);
+            let mut part = vec![0u8; take];
+            self.mem.read_slice(&mut part, GuestAddress(addr)).unwrap();
+            out.extend(part);
+            rest -= take;
+        }
+        assert_eq!(rest, 0, "used length beyond the chain");
+        out
+    }
+
+    /// The frames delivered since the last call (chains returned empty are skipped).
+    fn recv(&mut self) -> Vec<Vec<u8>> {
+        self.take_used(RX_QUEUE)
+            .into_iter()
+            .filter(|&(_, len)| len > 0)
+            .map(|(head, len)| self.read_rx(head, len))
+            .collect()
+    }
+
+    /// Sends `sent` from the host's end `peer` and checks that the guest gets it, and only
+    /// it.
+    fn assert_delivered(&mut self, peer: &UnixDatagram, sent: &[u8]) {
+        peer.send(sent).unwrap();
+        self.pump();
+        assert_eq!(self.recv(), vec![as_received(sent)]);
+    }
+}
+
+/// `sent` as the guest must receive it: `num_buffers` set to 1.
+fn as_received(sent: &[u8]) -> Vec<u8> {
+    let mut out = sent.to_vec();
+    out[10..12].copy_from_slice(&1u16.to_le_bytes());
+    out
+}

@@ -1,0 +1,212 @@
+//! Test doubles shared by the device tests: guest memory, the driver's side of the queues
+//! (laid out by `MockSplitQueue`), an interrupt that counts, a stand-in for the event loop's
+//! watch list, and readiness polled in place of epoll.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use event_manager::{EventManager, MutEventSubscriber};
+use virtio_queue::Queue;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use super::watcher::FdWatcher;
+use super::{ActivateError, INT_VRING, Interrupt, VirtioDevice};
+
+/// Guest memory of `size` bytes from address 0.
+pub(crate) fn test_memory(size: usize) -> GuestMemoryMmap {
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).unwrap()
+}
+
+/// A split-ring descriptor.
+pub(crate) fn desc(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor {
+    RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+}
+
+/// Counts the used-ring interrupts a device raises (any other status fails the test).
+#[derive(Default)]
+pub(crate) struct CountingInterrupt(AtomicUsize);
+
+impl CountingInterrupt {
+    /// The interrupts raised so far.
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Interrupt for CountingInterrupt {
+    fn trigger(&self, status: u32) -> io::Result<()> {
+        assert_eq!(status, INT_VRING);
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The guest driver's side of a device's queues, in guest memory `mem`.
+pub(crate) struct DriverQueues<'a> {
+    mem: &'a GuestMemoryMmap,
+    size: u16,
+    queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    /// Per queue, the used ring entries read so far.
+    used_seen: Vec<u16>,
+}
+
+impl<'a> DriverQueues<'a> {
+    /// Queues of `size` entries, one at each of `addrs`, nothing published yet.
+    pub(crate) fn new(mem: &'a GuestMemoryMmap, addrs: &[u64], size: u16) -> Self {
+        DriverQueues {
+            mem,
+            size,
+            queues: addrs
+                .iter()
+                .map(|&addr| MockSplitQueue::create(mem, GuestAddress(addr), size))
+                .collect(),
+            used_seen: vec![0; addrs.len()],
+        }
+    }
+
+    /// The device's view of the queues, as the transport hands them over on activation.
+    pub(crate) fn device_queues(&self) -> Vec<Queue> {
+        self.queues
+            .iter()
+            .map(|q| q.create_queue::<Queue>().unwrap())
+            .collect()
+    }
+
+    /// Activates `device` with these queues, interrupting through `interrupt`.
+    pub(crate) fn activate(
+        &self,
+        device: &mut dyn VirtioDevice,
+        interrupt: &Arc<CountingInterrupt>,
+    ) -> Result<(), ActivateError> {
+        let interrupt: Arc<dyn Interrupt> = interrupt.clone();
+        device.activate(self.mem.clone(), interrupt, self.device_queues())
+    }
+
+    /// Writes `descs` into the descriptor table of `queue` from index `first`.
+    pub(crate) fn store(&self, queue: usize, first: u16, descs: &[RawDescriptor]) {
+        for (index, raw) in (first..).zip(descs) {
+            self.queues[queue].desc_table().store(index, *raw).unwrap();
+        }
+    }
+
+    /// Makes the chain at `head` available on `queue` (without notifying).
+    pub(crate) fn publish(&self, queue: usize, head: u16) {
+        let avail = self.queues[queue].avail();
+        let idx = avail.idx().load();
+        avail
+            .ring()
+            .ref_at(usize::from(idx % self.size))
+            .unwrap()
+            .store(head);
+        avail.idx().store(idx.wrapping_add(1));
+    }
+
+    /// The used ring entries of `queue` not read yet: (head, len).
+    pub(crate) fn take_used(&mut self, queue: usize) -> Vec<(u16, u32)> {
+        let used = self.queues[queue].used();
+        let idx = used.idx().load();
+        let seen = &mut self.used_seen[queue];
+        let mut out = Vec::new();
+        while *seen != idx {
+            let elem = used
+                .ring()
+                .ref_at(usize::from(*seen % self.size))
+                .unwrap()
+                .load();
+            out.push((elem.id() as u16, elem.len()));
+            *seen = seen.wrapping_add(1);
+        }
+        out
+    }
+}
+
+/// Stands for the epoll set, and fails like the event manager would on bookkeeping mistakes.
+#[derive(Default)]
+pub(crate) struct FakeWatcher {
+    /// What is watched, and for which events.
+    pub(crate) watched: HashMap<RawFd, EventSet>,
+}
+
+impl FdWatcher for FakeWatcher {
+    fn watch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+        if self.watched.insert(fd, events).is_some() {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        Ok(())
+    }
+
+    fn rewatch(&mut self, fd: RawFd, events: EventSet) -> io::Result<()> {
+        match self.watched.get_mut(&fd) {
+            Some(watched) => *watched = events,
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+        Ok(())
+    }
+
+    fn unwatch(&mut self, fd: RawFd) -> io::Result<()> {
+        self.watched
+            .remove(&fd)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+}
+
+impl FakeWatcher {
+    /// What each watched descriptor is ready for now (those ready for nothing left out).
+    pub(crate) fn ready(&self) -> Vec<(RawFd, EventSet)> {
+        self.watched
+            .iter()
+            .map(|(&fd, &interest)| (fd, poll_ready(fd, interest)))
+            .filter(|(_, events)| !events.is_empty())
+            .collect()
+    }
+}
+
+/// What `fd` is ready for, as a level-triggered epoll would report it for `interest` (errors
+/// and hang-ups always).
+fn poll_ready(fd: RawFd, interest: EventSet) -> EventSet {
+    let mut events = 0;
+    if interest.contains(EventSet::IN) {
+        events |= libc::POLLIN;
+    }
+    if interest.contains(EventSet::OUT) {
+        events |= libc::POLLOUT;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd for the duration of the call, and the count is 1.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert!(ready >= 0, "poll: {}", io::Error::last_os_error());
+    let mut out = EventSet::empty();
+    for (bit, event) in [
+        (libc::POLLIN, EventSet::IN),
+        (libc::POLLOUT, EventSet::OUT),
+        (libc::POLLHUP, EventSet::HANG_UP),
+        (libc::POLLERR, EventSet::ERROR),
+    ] {
+        if pfd.revents & bit != 0 {
+            out |= event;
+        }
+    }
+    out
+}
+
+/// Runs `manager` until it has nothing left to do (panics if it keeps busy).
+pub(crate) fn settle<S: MutEventSubscriber>(manager: &mut EventManager<S>) {
+    for _ in 0..1000 {
+        if manager.run_with_timeout(20).unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("the event loop does not settle");
+}

@@ -1,0 +1,139 @@
+//! The container's network, host side: the network namespace the container's host process
+//! lives in ([`netns`]), the guest NICs that stand for that namespace's interfaces
+//! ([`nics`]), and the thread that follows the namespace's changes while the container runs
+//! ([`watch`]). [`GuestNet`] ties them to one VM's run.
+
+pub mod dns;
+pub mod netns;
+pub mod nics;
+pub mod watch;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netlink_sys::Socket;
+use oci_spec::runtime::Spec;
+
+use guest_init::dnsrelay::DNS_RELAY_PORT;
+
+use crate::agent::{Agent, AgentError};
+use crate::devices::virtio::net::NetHandle;
+use crate::devices::virtio::vsock::VsockHandle;
+use netns::Network;
+use nics::{Nics, NicsError, Synced};
+
+/// NIC slots of a VM whose container has a network namespace of its own: its interfaces
+/// at create, and room for `docker network connect` later.
+pub const NET_SLOTS: u32 = 4;
+
+/// Why the guest's network could not be set up, one line.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestNetError {
+    /// Wiring on the host.
+    #[error(transparent)]
+    Nics(#[from] NicsError),
+    /// guest-init did not apply it.
+    #[error("cannot set up the container's network in the VM: {0}")]
+    Guest(AgentError),
+    /// The announcement socket.
+    #[error("cannot follow the container's network namespace: {0}")]
+    Watch(std::io::Error),
+    /// The DNS relay's vsock port.
+    #[error("cannot relay DNS for the container: {0}")]
+    Dns(std::io::Error),
+}
+
+/// The virtio-net slots a VM for `spec` gets: none when the container shares the host's
+/// network (no namespace of its own to wire from).
+pub fn slots_for(spec: &Spec) -> u32 {
+    match netns::wanted(spec) {
+        Network::Host => 0,
+        Network::New | Network::Join(_) => NET_SLOTS,
+    }
+}
+
+/// One VM's guest network: its NICs, the last state sent to the guest, and the
+/// announcement socket opened before the first scan (so no change is missed between a
+/// scan and [`GuestNet::follow`]). Dropping it unwires every NIC.
+pub struct GuestNet {
+    nics: Arc<Mutex<Nics>>,
+    socket: Option<Socket>,
+    last: Option<Synced>,
+}
+
+impl GuestNet {
+    /// The guest network of a VM with these NICs, for the container of `spec`: with a
+    /// namespace of its own, a loopback resolver its resolv.conf names is relayed over
+    /// `vsock`.
+    pub fn new(
+        handles: Vec<NetHandle>,
+        vsock: &VsockHandle,
+        spec: &Spec,
+    ) -> Result<GuestNet, GuestNetError> {
+        if handles.is_empty() {
+            return Ok(GuestNet {
+                nics: Arc::new(Mutex::new(Nics::new(handles, Vec::new()))),
+                socket: None,
+                last: None,
+            });
+        }
+        let socket = watch::subscribe().map_err(GuestNetError::Watch)?;
+        let resolvers = dns::loopback_resolvers(spec);
+        if !resolvers.is_empty() {
+            let listener = vsock.listen(DNS_RELAY_PORT).map_err(GuestNetError::Dns)?;
+            dns::serve(listener, resolvers.clone());
+        }
+        Ok(GuestNet {
+            nics: Arc::new(Mutex::new(Nics::new(handles, resolvers))),
+            socket: Some(socket),
+            last: None,
+        })
+    }
+
+    /// Wires what the namespace has now and tells the guest if that changed.
+    pub fn sync(&mut self, agent: &Agent, timeout: Duration) -> Result<(), GuestNetError> {
+        if self.socket.is_none() {
+            return Ok(());
+        }
+        let synced = self.nics.lock().unwrap_or_else(|p| p.into_inner()).sync()?;
+        let last_shared = self.last.as_ref().and_then(|l| l.shared.as_ref());
+        if let Some(why) = synced.shared.as_ref().filter(|_| last_shared.is_none()) {
+            eprintln!("runvm: the container has loopback only: {why}");
+        }
+        for name in &synced.unwired {
+            eprintln!(
+                "runvm: warning: {name} is not wired to the VM: all {NET_SLOTS} NIC slots are taken"
+            );
+        }
+        let changed = match &self.last {
+            Some(last) => last.spec != synced.spec,
+            // The guest starts with every NIC down and unconfigured, and no relay.
+            None => !synced.spec.nics.is_empty() || !synced.spec.dns_relay.is_empty(),
+        };
+        if changed {
+            agent
+                .network(synced.spec.clone(), timeout)
+                .map_err(GuestNetError::Guest)?;
+        }
+        self.last = Some(synced);
+        Ok(())
+    }
+
+    /// From now on, a thread follows the namespace's changes into the guest.
+    pub fn follow(&mut self, agent: Arc<Agent>) {
+        if let Some(socket) = self.socket.take() {
+            let last = self.last.clone().unwrap_or(Synced {
+                spec: Default::default(),
+                unwired: Vec::new(),
+                shared: None,
+            });
+            watch::spawn(socket, self.nics.clone(), agent, last);
+        }
+    }
+}
+
+impl Drop for GuestNet {
+    fn drop(&mut self) {
+        self.nics.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}

@@ -1,0 +1,204 @@
+# Network scenarios, sourced by tests/e2e/in-vm with $RUNTIME (runvm or runc), $IMAGE (a
+# busybox image) and a running dockerd with its default bridge and iptables. Every scenario
+# asks for runc's behaviour: the container's eth0 as docker set it up (MAC, address, route,
+# MTU), published ports, containers of both runtimes on one bridge reaching each other both
+# ways, IPv6, names on a user-defined network, connect and disconnect while running, and
+# bulk data with its sha256 intact in both directions.
+
+# Bytes moved each way by the bulk scenario (the issue's 1 GiB by hand: NET_BULK_MIB=1024).
+: "${NET_BULK_MIB:=64}"
+
+# web NAME RUNTIME [ARGS...]: a busybox web server on port 80 serving "hi from NAME".
+web() {
+    local n=$1 rt=$2; shift 2
+    docker run -d --name "$n" --runtime "$rt" "$@" "$IMAGE" sh -c \
+        "mkdir -p /w && echo 'hi from $n' >/w/index.html && exec httpd -f -p 80 -h /w" >/dev/null
+}
+
+# In a container: `sh -c "$GET ADDRESS"` prints the body of http://ADDRESS/ (one line). The
+# image's static busybox wget crashes resolving (static glibc without NSS): nc instead.
+GET='get() { printf "GET / HTTP/1.0\r\n\r\n" | nc -w 10 "$1" 80 | tail -n 1; }; get'
+
+# subnet_index: a number per runtime, so each runtime's networks have subnets of their own.
+subnet_index() {
+    case $RUNTIME in runvm) echo 1 ;; *) echo 2 ;; esac
+}
+
+# ip_of NAME [NETWORK]: the container's IPv4 address (on NETWORK, default bridge).
+ip_of() {
+    docker inspect -f "{{(index .NetworkSettings.Networks \"${2:-bridge}\").IPAddress}}" "$1"
+}
+
+# fetch URL: what wget gets there, retried for up to 30 s (a server may still be starting).
+fetch() {
+    local i out
+    for i in $(seq 1 60); do
+        out=$(wget -qO- -T 5 "$1" 2>/dev/null) && { echo "$out"; return 0; }
+        sleep 0.5
+    done
+    echo "fetch: nothing from $1" >&2
+    return 1
+}
+
+net_bridge_config() {
+    local c; c=$(name netcfg)
+    docker run -d --name "$c" --runtime "$RUNTIME" "$IMAGE" sleep 1000 >/dev/null
+    local ip gw mac
+    ip=$(ip_of "$c")
+    gw=$(docker inspect -f '{{.NetworkSettings.Gateway}}' "$c")
+    mac=$(docker inspect -f '{{.NetworkSettings.MacAddress}}' "$c")
+    [ -n "$ip" ] && [ -n "$gw" ] && [ -n "$mac" ]
+    expect "$(docker exec "$c" cat /sys/class/net/eth0/address)" "$mac"
+    expect "$(docker exec "$c" cat /sys/class/net/eth0/mtu)" 1500
+    expect_in "$(docker exec "$c" ip -o -4 addr show dev eth0)" "inet $ip/16"
+    expect_in "$(docker exec "$c" ip route show default)" "default via $gw dev eth0"
+    # The address stays on the namespace's interface, where docker put it.
+    local pid; pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+    expect_in "$(nsenter -t "$pid" -n ip -o -4 addr show dev eth0)" "inet $ip/16"
+    # The gateway answers (ICMP through the bridge).
+    docker exec "$c" ping -c 1 -W 5 "$gw" >/dev/null
+    docker rm -f "$c" >/dev/null
+}
+
+net_published_port() {
+    local c; c=$(name web-pub)
+    web "$c" "$RUNTIME" -p 127.0.0.1::80
+    local port; port=$(docker port "$c" 80/tcp | head -n1 | sed 's/.*://')
+    [ -n "$port" ]
+    expect "$(fetch "http://127.0.0.1:$port/")" "hi from $c"
+    expect "$(fetch "http://$(ip_of "$c")/")" "hi from $c"
+    docker rm -f "$c" >/dev/null
+}
+
+net_cross_runtime() {
+    # A runc server and a server under the runtime on the default bridge; each runtime's
+    # client fetches from the other's.
+    local a b; a=$(name web-a) b=$(name web-b)
+    web "$a" runc
+    web "$b" "$RUNTIME"
+    local ipa ipb; ipa=$(ip_of "$a") ipb=$(ip_of "$b")
+    expect "$(docker run --rm --runtime "$RUNTIME" "$IMAGE" sh -c "$GET $ipa")" "hi from $a"
+    fetch "http://$ipb/" >/dev/null
+    expect "$(docker run --rm --runtime runc "$IMAGE" sh -c "$GET $ipb")" "hi from $b"
+    docker rm -f "$a" "$b" >/dev/null
+}
+
+net_user_defined() {
+    # A user-defined network with an MTU of 1400 and IPv6: names resolve through docker's
+    # resolver, the MTU and both address families reach the container.
+    local net; net=$(name net-ud)
+    local k; k=$(subnet_index)
+    docker network create --ipv6 --subnet "172.30.$k.0/24" --subnet "fd00:e2e:$k::/64" \
+        -o com.docker.network.driver.mtu=1400 "$net" >/dev/null
+    local s c; s=$(name ud-web) c=$(name ud-client)
+    web "$s" runc --network "$net"
+    docker run -d --name "$c" --runtime "$RUNTIME" --network "$net" "$IMAGE" sleep 1000 >/dev/null
+    expect "$(docker exec "$c" cat /sys/class/net/eth0/mtu)" 1400
+    local v6; v6=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").GlobalIPv6Address}}" "$c")
+    [ -n "$v6" ]
+    expect_in "$(docker exec "$c" ip -o -6 addr show dev eth0)" "inet6 $v6/64"
+    local sv6; sv6=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").GlobalIPv6Address}}" "$s")
+    fetch "http://$(ip_of "$s" "$net")/" >/dev/null
+    expect "$(docker exec "$c" sh -c "$GET $sv6")" "hi from $s"
+    # The name, through docker's resolver at 127.0.0.11 (busybox's own DNS client).
+    expect_in "$(docker exec "$c" nslookup "$s")" "$(ip_of "$s" "$net")"
+    docker rm -f "$s" "$c" >/dev/null
+    docker network rm "$net" >/dev/null
+}
+
+net_connect_disconnect() {
+    # docker network connect/disconnect on a running container: a NIC comes and goes.
+    local net c; net=$(name net-cd) c=$(name netcd)
+    docker network create --subnet "172.31.$(subnet_index).0/24" "$net" >/dev/null
+    docker run -d --name "$c" --runtime "$RUNTIME" "$IMAGE" sleep 1000 >/dev/null
+    docker network connect "$net" "$c"
+    local ip; ip=$(ip_of "$c" "$net")
+    [ -n "$ip" ]
+    wait_until 30 docker exec "$c" sh -c "ip -o -4 addr | grep -q 'inet $ip/24'"
+    local s; s=$(name cd-web)
+    web "$s" runc --network "$net"
+    expect "$(docker exec "$c" sh -c "$GET $(ip_of "$s" "$net")")" "hi from $s"
+    docker network disconnect "$net" "$c"
+    wait_until 30 docker exec "$c" sh -c "! ip -o -4 addr | grep -q 'inet $ip/24'"
+    # The first network still works.
+    docker exec "$c" ping -c 1 -W 5 "$(docker inspect -f '{{.NetworkSettings.Gateway}}' "$c")" >/dev/null
+    docker rm -f "$c" "$s" >/dev/null
+    docker network rm "$net" >/dev/null
+}
+
+# tcp_send FILE IP PORT / tcp_sha256 IP PORT SIZE: the host's end of a bulk transfer
+# (python3, retried until the container's listener is up): sends FILE then closes its side,
+# or prints the sha256 of the first SIZE bytes received (busybox nc does not close its side
+# at the end of its input).
+tcp_send() {
+    python3 - "$@" <<'PY'
+import socket, sys, time
+path, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for _ in range(120):
+    try:
+        s = socket.create_connection((host, port), timeout=10)
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit(f"cannot connect to {host}:{port}")
+s.settimeout(120)
+with open(path, "rb") as f:
+    while chunk := f.read(1 << 20):
+        s.sendall(chunk)
+s.shutdown(socket.SHUT_WR)
+s.recv(1)
+PY
+}
+
+tcp_sha256() {
+    python3 - "$@" <<'PY'
+import hashlib, socket, sys, time
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(120):
+    try:
+        s = socket.create_connection((host, port), timeout=10)
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit(f"cannot connect to {host}:{port}")
+s.settimeout(120)
+h = hashlib.sha256()
+got = 0
+while got < size and (data := s.recv(min(1 << 20, size - got))):
+    h.update(data)
+    got += len(data)
+print(h.hexdigest())
+PY
+}
+
+net_bulk() {
+    # $NET_BULK_MIB MiB each way over TCP between the host and the container; sha256 equal.
+    local c; c=$(name bulk)
+    # The data lands on a tmpfs (this measures the network, not the file system).
+    docker run -d --name "$c" --runtime "$RUNTIME" -m "$((NET_BULK_MIB * 2 + 256))m" \
+        --tmpfs "/bulk:size=$((NET_BULK_MIB + 8))m" "$IMAGE" sleep 1000 >/dev/null
+    local ip; ip=$(ip_of "$c")
+    head -c "$((NET_BULK_MIB << 20))" /dev/urandom >"$W/bulk.in"
+    local want; want=$(sha256sum <"$W/bulk.in" | cut -d' ' -f1)
+    # Host -> container: nc in the container writes what it receives to a file.
+    docker exec -d "$c" sh -c 'nc -l -p 5001 >/bulk/in'
+    tcp_send "$W/bulk.in" "$ip" 5001
+    # tcp_send returned once the container's nc closed: the file is whole.
+    expect "$(docker exec "$c" sh -c 'sha256sum </bulk/in' | cut -d' ' -f1)" "$want"
+    # Container -> host.
+    docker exec -d "$c" sh -c 'nc -l -p 5002 </bulk/in'
+    expect "$(tcp_sha256 "$ip" 5002 "$((NET_BULK_MIB << 20))")" "$want"
+    rm -f "$W/bulk.in"
+    docker rm -f "$c" >/dev/null
+}
+
+net_scenarios() {
+    scenario "net $RUNTIME: eth0 as docker set it (MAC, address, route, MTU)" net_bridge_config
+    scenario "net $RUNTIME: a published port from the host" net_published_port
+    scenario "net $RUNTIME: runc and $RUNTIME servers and clients on one bridge" net_cross_runtime
+    scenario "net $RUNTIME: user-defined network: MTU 1400, IPv6, names" net_user_defined
+    scenario "net $RUNTIME: network connect and disconnect while running" net_connect_disconnect
+    scenario "net $RUNTIME: $NET_BULK_MIB MiB each way over TCP, sha256 equal" net_bulk
+}
