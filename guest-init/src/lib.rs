@@ -1,8 +1,10 @@
-//! The guest side of runvm as a library: the host<->guest [`protocol`] and [`spec`], and the
-//! [`mount`] and [`pty`] helpers, shared with the host binary, which depends on this crate for them.
+//! The guest side of runvm as a library: the host<->guest [`protocol`] and [`spec`], the
+//! [`mount`] and [`pty`] helpers, and the rtnetlink client [`netlink`], shared with the host
+//! binary, which depends on this crate for them.
 
 pub mod dnsrelay;
 pub mod mount;
+pub mod netlink;
 pub mod netspec;
 pub mod protocol;
 pub mod pty;

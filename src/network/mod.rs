@@ -13,13 +13,13 @@
 //! where the engine put them; the guest answers for them. A [`Wire`] is one such pair, and
 //! undoes the interface's half when dropped (the tap goes with its descriptor).
 //!
-//! Everything goes through rtnetlink ([`netlink`]: a small synchronous client with bounded
-//! buffers and sequence checks) and the tun ioctls; no `ip` or `tc` binary is run.
+//! Everything goes through rtnetlink ([`netlink`]: the small synchronous client with bounded
+//! buffers and sequence checks that guest-init uses too) and the tun ioctls; no `ip` or `tc`
+//! binary is run.
 //!
 //! Namespaces belong to threads: call these from a thread inside the container's namespace.
 
 mod link;
-pub mod netlink;
 pub mod scan;
 mod spec;
 pub mod tap;
@@ -33,6 +33,7 @@ mod tests;
 
 use std::io;
 
+pub use guest_init::netlink;
 pub use netlink::NetlinkError;
 pub use scan::{Interface, Neighbour, Route, Scan, scan};
 pub use tap::{TAP_PREFIX, open_tap, tap_name};

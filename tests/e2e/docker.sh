@@ -3,8 +3,8 @@
 # runc's behaviour; the few that look at the VM itself (its memory and CPUs) check that
 # only with runvm.
 
-# A container with the runtime under test and no network (fast; the bridge has its own
-# scenario).
+# A container with the runtime under test and no network (fast; the network scenarios are
+# net.sh's).
 drun() { docker run --runtime "$RUNTIME" --network none "$@"; }
 dcreate() { docker create --runtime "$RUNTIME" --network none "$@"; }
 # A unique container name per runtime pass.
@@ -195,12 +195,6 @@ docker_network_none() {
     expect_in "$(drun --rm "$IMAGE" cat /proc/net/dev)" "lo:"
 }
 
-docker_bridge() {
-    # The default bridge: docker's prestart hook wires a veth into the sandbox's network
-    # namespace; the container must start (its NIC in the guest comes later).
-    expect "$(docker run --rm --runtime "$RUNTIME" "$IMAGE" echo bridged)" bridged
-}
-
 docker_scenarios() {
     scenario "docker $RUNTIME: run --rm echo" docker_echo
     scenario "docker $RUNTIME: exit codes 0 1 42 137" docker_exit_codes
@@ -220,5 +214,4 @@ docker_scenarios() {
     scenario "docker $RUNTIME: cp in and out, diff, commit" docker_cp_diff_commit
     scenario "docker $RUNTIME: a missing entrypoint" docker_missing_entrypoint
     scenario "docker $RUNTIME: --network none" docker_network_none
-    scenario "docker $RUNTIME: the default bridge network" docker_bridge
 }

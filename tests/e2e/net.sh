@@ -6,7 +6,7 @@
 # bulk data with its sha256 intact in both directions.
 
 # Bytes moved each way by the bulk scenario (the 1 GiB by hand: NET_BULK_MIB=1024).
-: "${NET_BULK_MIB:=64}"
+: "${NET_BULK_MIB:=16}"
 
 # web NAME RUNTIME [ARGS...]: a busybox web server on port 80 serving "hi from NAME".
 web() {

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use guest_init::netlink::{Netlink, NetlinkError};
 use guest_init::netspec::IpCidr;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::address::{
@@ -15,7 +16,6 @@ use netlink_packet_route::address::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::nics::Nic;
-use super::socket::{Error, Netlink};
 
 /// One address of one interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub fn is_kernels(cidr: &IpCidr) -> bool {
 }
 
 /// Lists the IPv4 and IPv6 addresses of every interface.
-pub fn dump(nl: &mut Netlink) -> Result<Vec<Address>, Error> {
+pub fn dump(nl: &mut Netlink) -> Result<Vec<Address>, NetlinkError> {
     let mut all = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = AddressMessage::default();
@@ -125,7 +125,7 @@ fn from_message(m: &AddressMessage) -> Option<Address> {
 }
 
 /// Adds `cidr` to interface `index`.
-fn add(nl: &mut Netlink, index: u32, cidr: &IpCidr) -> Result<(), Error> {
+fn add(nl: &mut Netlink, index: u32, cidr: &IpCidr) -> Result<(), NetlinkError> {
     let mut m = message(index, cidr);
     match cidr.addr {
         IpAddr::V4(v4) => {
@@ -149,7 +149,7 @@ fn add(nl: &mut Netlink, index: u32, cidr: &IpCidr) -> Result<(), Error> {
 }
 
 /// Removes `cidr` from interface `index`.
-fn delete(nl: &mut Netlink, index: u32, cidr: &IpCidr) -> Result<(), Error> {
+fn delete(nl: &mut Netlink, index: u32, cidr: &IpCidr) -> Result<(), NetlinkError> {
     let mut m = message(index, cidr);
     if cidr.addr.is_ipv4() {
         m.attributes.push(AddressAttribute::Local(cidr.addr));

@@ -1,10 +1,9 @@
 //! The guest's interfaces as rtnetlink lists them (RTM_GETLINK), and the single changes
 //! netconf makes to one (RTM_SETLINK): up or down, name, MAC, MTU.
 
+use guest_init::netlink::{Netlink, NetlinkError};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
-
-use super::socket::{Error, Netlink};
 
 /// One interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +23,7 @@ pub struct Link {
 }
 
 /// Lists every interface.
-pub fn dump(nl: &mut Netlink) -> Result<Vec<Link>, Error> {
+pub fn dump(nl: &mut Netlink) -> Result<Vec<Link>, NetlinkError> {
     let answers = nl.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?;
     Ok(answers
         .iter()
@@ -58,7 +57,7 @@ fn from_message(message: &LinkMessage) -> Link {
 }
 
 /// Sets interface `index` up or down.
-pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> Result<(), Error> {
+pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> Result<(), NetlinkError> {
     let mut message = link_message(index);
     message.header.change_mask = LinkFlags::Up;
     if up {
@@ -68,22 +67,26 @@ pub fn set_up(nl: &mut Netlink, index: u32, up: bool) -> Result<(), Error> {
 }
 
 /// Renames interface `index` (it must be down).
-pub fn rename(nl: &mut Netlink, index: u32, name: &str) -> Result<(), Error> {
+pub fn rename(nl: &mut Netlink, index: u32, name: &str) -> Result<(), NetlinkError> {
     set_attribute(nl, index, LinkAttribute::IfName(name.to_owned()))
 }
 
 /// Sets the MAC of interface `index`.
-pub fn set_mac(nl: &mut Netlink, index: u32, mac: [u8; 6]) -> Result<(), Error> {
+pub fn set_mac(nl: &mut Netlink, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
     set_attribute(nl, index, LinkAttribute::Address(mac.to_vec()))
 }
 
 /// Sets the MTU of interface `index`.
-pub fn set_mtu(nl: &mut Netlink, index: u32, mtu: u32) -> Result<(), Error> {
+pub fn set_mtu(nl: &mut Netlink, index: u32, mtu: u32) -> Result<(), NetlinkError> {
     set_attribute(nl, index, LinkAttribute::Mtu(mtu))
 }
 
 /// Sets one attribute of interface `index`.
-fn set_attribute(nl: &mut Netlink, index: u32, attribute: LinkAttribute) -> Result<(), Error> {
+fn set_attribute(
+    nl: &mut Netlink,
+    index: u32,
+    attribute: LinkAttribute,
+) -> Result<(), NetlinkError> {
     let mut message = link_message(index);
     message.attributes.push(attribute);
     nl.request(RouteNetlinkMessage::SetLink(message), 0)

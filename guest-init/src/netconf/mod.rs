@@ -10,8 +10,8 @@
 //! 4. [`routes`]: the spec's routes in the main table, our stale ones removed;
 //! 5. [`neighbours`]: the spec's permanent neighbour entries, stale ones removed.
 //!
-//! [`socket`] is the small netlink client they share, [`links`] and [`names`] the link
-//! requests and the rename plan.
+//! They share the rtnetlink client of [`guest_init::netlink`] (the host uses it too);
+//! [`links`] and [`names`] are the link requests and the rename plan.
 
 mod addresses;
 mod links;
@@ -20,16 +20,15 @@ mod neighbours;
 mod nics;
 mod routes;
 mod slots;
-mod socket;
 #[cfg(test)]
 mod tests;
 
 use std::sync::{Mutex, PoisonError};
 
+use guest_init::netlink::Netlink;
 use guest_init::netspec::{MAX_NICS, NetSpec};
 
 use nics::Nic;
-use socket::Netlink;
 
 /// What [`apply`] last left each slot's interface with, for interfaces without a permanent
 /// address (see [`slots`]).

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use guest_init::netlink::{Netlink, NetlinkError};
 use guest_init::netspec::NeighbourSpec;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::neighbour::{
@@ -13,7 +14,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::links::mac_text;
 use super::nics::Nic;
-use super::socket::{Error, Netlink};
 
 /// One permanent neighbour entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn diff<'a>(
 }
 
 /// Lists the permanent IPv4 and IPv6 neighbour entries.
-pub fn dump(nl: &mut Netlink) -> Result<Vec<Neighbour>, Error> {
+pub fn dump(nl: &mut Netlink) -> Result<Vec<Neighbour>, NetlinkError> {
     let mut all = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = NeighbourMessage::default();
@@ -135,7 +135,7 @@ fn from_message(m: &NeighbourMessage) -> Option<Neighbour> {
 }
 
 /// Adds (or replaces) the permanent entry `n`.
-fn add(nl: &mut Netlink, n: &Neighbour) -> Result<(), Error> {
+fn add(nl: &mut Netlink, n: &Neighbour) -> Result<(), NetlinkError> {
     let mut m = message(n);
     m.header.state = NeighbourState::Permanent;
     if let Some(mac) = n.mac {
@@ -149,7 +149,7 @@ fn add(nl: &mut Netlink, n: &Neighbour) -> Result<(), Error> {
 }
 
 /// Deletes the entry `n`.
-fn delete(nl: &mut Netlink, n: &Neighbour) -> Result<(), Error> {
+fn delete(nl: &mut Netlink, n: &Neighbour) -> Result<(), NetlinkError> {
     nl.request(RouteNetlinkMessage::DelNeighbour(message(n)), 0)
 }
 

@@ -3,11 +3,11 @@
 //! may give its old name to another slot. Only what differs is changed; an interface is set
 //! down first when its name or MAC must change (the kernel refuses to rename one that is up).
 
+use guest_init::netlink::Netlink;
 use guest_init::netspec::NicSpec;
 
 use super::links::{self, Link};
 use super::names::{self, Naming};
-use super::socket::Netlink;
 
 /// One virtio-net slot's interface and what the spec wants of it.
 #[derive(Debug, Clone)]

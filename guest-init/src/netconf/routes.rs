@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use guest_init::netlink::{Netlink, NetlinkError};
 use guest_init::netspec::RouteSpec;
 use netlink_packet_core::NLM_F_CREATE;
 use netlink_packet_route::route::{
@@ -17,7 +18,6 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::nics::Nic;
-use super::socket::{Error, Netlink};
 
 /// The kernel's metric for an IPv6 route added without one (IP6_RT_PRIO_USER).
 const V6_DEFAULT_METRIC: u32 = 1024;
@@ -176,7 +176,7 @@ pub fn describe(key: &RouteKey, dev: &str) -> String {
 }
 
 /// Lists the IPv4 and IPv6 unicast routes of the main table.
-pub fn dump(nl: &mut Netlink) -> Result<Vec<Route>, Error> {
+pub fn dump(nl: &mut Netlink) -> Result<Vec<Route>, NetlinkError> {
     let mut all = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = RouteMessage::default();
@@ -259,7 +259,7 @@ fn ip(a: &RouteAddress) -> Option<IpAddr> {
 }
 
 /// Adds the route `key`, ours (protocol `static`).
-fn add(nl: &mut Netlink, key: &RouteKey) -> Result<(), Error> {
+fn add(nl: &mut Netlink, key: &RouteKey) -> Result<(), NetlinkError> {
     let mut header = RouteHeader {
         address_family: family(&key.dst),
         destination_prefix_length: key.prefix,
@@ -278,7 +278,7 @@ fn add(nl: &mut Netlink, key: &RouteKey) -> Result<(), Error> {
 }
 
 /// Deletes `route`.
-fn delete(nl: &mut Netlink, route: &Route) -> Result<(), Error> {
+fn delete(nl: &mut Netlink, route: &Route) -> Result<(), NetlinkError> {
     let mut header = route.header.clone();
     header.flags = Default::default();
     let m = message(header, &route.key);

@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use guest_init::netlink::Netlink;
 use guest_init::netspec::{IpCidr, NeighbourSpec, NetSpec, NicSpec, RouteSpec, slot_mac};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -12,7 +13,6 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
 };
 
-use super::socket::Netlink;
 use super::{addresses, apply, links, neighbours, routes};
 
 fn cidr(text: &str) -> IpCidr {

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use guest_init::netlink::set_recv_timeout;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::nics::{Nics, Synced};
@@ -52,7 +53,7 @@ fn follow(socket: Socket, nics: &Mutex<Nics>, agent: &Agent, mut last: Synced) {
     loop {
         // Block for the first announcement, then drain until quiet. ENOBUFS (announcements
         // were lost) still means something changed.
-        let woken = set_timeout(&socket, None).and_then(|()| recv(&socket, &mut buf));
+        let woken = set_recv_timeout(&socket, None).and_then(|()| recv(&socket, &mut buf));
         if let Err(e) = woken
             && e.raw_os_error() != Some(libc::ENOBUFS)
             && e.kind() != io::ErrorKind::Interrupted
@@ -60,7 +61,7 @@ fn follow(socket: Socket, nics: &Mutex<Nics>, agent: &Agent, mut last: Synced) {
             eprintln!("runvm: warning: network changes will not reach the guest: {e}");
             return;
         }
-        if set_timeout(&socket, Some(SETTLE)).is_err() {
+        if set_recv_timeout(&socket, Some(SETTLE)).is_err() {
             return;
         }
         while recv(&socket, &mut buf).is_ok() {}
@@ -94,32 +95,4 @@ fn recv(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: recv writes at most `buf.len()` bytes into `buf`, which we own.
     let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-/// Sets the socket's receive timeout (`None`: block).
-fn set_timeout(socket: &Socket, timeout: Option<Duration>) -> io::Result<()> {
-    let tv = match timeout {
-        Some(t) => libc::timeval {
-            tv_sec: t.as_secs() as libc::time_t,
-            tv_usec: t.subsec_micros() as libc::suseconds_t,
-        },
-        None => libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        },
-    };
-    // SAFETY: setsockopt reads `tv`, a timeval we own, of the size we pass.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

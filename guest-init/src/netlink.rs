@@ -1,19 +1,22 @@
-//! A small synchronous rtnetlink client: one request at a time, answered by an ack, one
-//! reply, or a dump. Replies are read into one bounded buffer (a datagram that does not fit
-//! is an error, never a silent truncation), only the kernel's messages carrying this
-//! socket's port and the request's sequence number count (anything else, such as the rest
-//! of an abandoned dump, is skipped), a dump holds at most [`MAX_DUMP`] messages, and every
-//! read waits at most [`TIMEOUT`]. The kernel's extended ack text ("TC classifier not
-//! found") is kept with its errno.
+//! A small synchronous rtnetlink client, the one both sides use: the host wires a
+//! container's interfaces to taps with it, guest-init applies the guest's network with it.
+//! One request at a time, answered by an ack, one reply, or a dump. Replies are read into
+//! one bounded buffer (a datagram that does not fit is an error, never a silent
+//! truncation), only the kernel's datagrams count, and in them only the messages carrying
+//! this socket's port and the request's sequence number (anything else, such as the rest of
+//! an abandoned dump, is skipped), a dump holds at most [`MAX_DUMP`] messages and is
+//! retried when the kernel marks it inconsistent, and every read waits at most [`TIMEOUT`].
+//! The kernel's extended ack text ("TC classifier not found") is kept with its errno.
 
+use std::fmt;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART,
-    NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_MULTIPART, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -35,35 +38,26 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 /// The longest extended ack text kept.
 const MAX_ACK_TEXT: usize = 256;
 
-/// Why an rtnetlink exchange failed.
-#[derive(Debug, thiserror::Error)]
+/// Why an rtnetlink exchange failed. Each message is one line.
+#[derive(Debug)]
 pub enum NetlinkError {
     /// The socket could not be made or set up.
-    #[error("netlink socket: {0}")]
     Socket(io::Error),
     /// The request could not be sent.
-    #[error("netlink send: {0}")]
     Send(io::Error),
     /// A reply could not be read.
-    #[error("netlink receive: {0}")]
     Recv(io::Error),
     /// The kernel did not answer in time.
-    #[error("the kernel did not answer within {} s", TIMEOUT.as_secs())]
     Timeout,
     /// A reply datagram larger than the buffer.
-    #[error("a netlink reply of {0} bytes does not fit the receive buffer")]
     Truncated(usize),
     /// A reply that does not parse.
-    #[error("malformed netlink reply: {0}")]
     Malformed(String),
     /// A dump longer than [`MAX_DUMP`] messages, or an exchange longer than its bound.
-    #[error("more than {MAX_DUMP} netlink messages in one answer")]
     TooMany,
     /// The dump kept changing while it was read.
-    #[error("the kernel's list kept changing while it was read")]
     Interrupted,
     /// The kernel refused the request.
-    #[error("{}", kernel_text(*errno, message.as_deref()))]
     Kernel {
         /// The errno (positive).
         errno: i32,
@@ -85,13 +79,44 @@ impl NetlinkError {
     }
 }
 
-fn kernel_text(errno: i32, message: Option<&str>) -> String {
-    let base = io::Error::from_raw_os_error(errno);
-    match message {
-        Some(m) => format!("{base}: {m}"),
-        None => base.to_string(),
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetlinkError::Socket(e) => write!(f, "netlink socket: {e}"),
+            NetlinkError::Send(e) => write!(f, "netlink send: {e}"),
+            NetlinkError::Recv(e) => write!(f, "netlink receive: {e}"),
+            NetlinkError::Timeout => {
+                write!(
+                    f,
+                    "the kernel did not answer within {} s",
+                    TIMEOUT.as_secs()
+                )
+            }
+            NetlinkError::Truncated(len) => {
+                write!(
+                    f,
+                    "a netlink reply of {len} bytes does not fit the receive buffer"
+                )
+            }
+            NetlinkError::Malformed(why) => write!(f, "malformed netlink reply: {why}"),
+            NetlinkError::TooMany => {
+                write!(f, "more than {MAX_DUMP} netlink messages in one answer")
+            }
+            NetlinkError::Interrupted => {
+                write!(f, "the kernel's list kept changing while it was read")
+            }
+            NetlinkError::Kernel { errno, message } => {
+                write!(f, "{}", io::Error::from_raw_os_error(*errno))?;
+                match message {
+                    Some(m) => write!(f, ": {m}"),
+                    None => Ok(()),
+                }
+            }
+        }
     }
 }
+
+impl std::error::Error for NetlinkError {}
 
 /// An rtnetlink socket of the network namespace of the thread that opened it.
 pub struct Netlink {
@@ -101,8 +126,8 @@ pub struct Netlink {
     buf: Vec<u8>,
 }
 
-impl std::fmt::Debug for Netlink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Netlink")
             .field("fd", &self.socket.as_raw_fd())
             .field("port", &self.port)
@@ -119,24 +144,7 @@ impl Netlink {
         // Both are best effort: older kernels answer without the text or with the request.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
-        let timeout = libc::timeval {
-            tv_sec: TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from a live timeval on a
-        // socket we own.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(NetlinkError::Socket(io::Error::last_os_error()));
-        }
+        set_recv_timeout(&socket, Some(TIMEOUT)).map_err(NetlinkError::Socket)?;
         Ok(Netlink {
             socket,
             port: addr.port_number(),
@@ -274,8 +282,32 @@ impl Netlink {
     }
 }
 
+/// Sets a socket's receive timeout (`SO_RCVTIMEO`); `None` (or a zero duration) blocks.
+pub fn set_recv_timeout(socket: &impl AsFd, timeout: Option<Duration>) -> io::Result<()> {
+    let timeout = timeout.unwrap_or(Duration::ZERO);
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from `tv`, a live timeval we
+    // own, on a descriptor the borrow keeps open.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Splits a datagram into its messages, checking each length against what is left.
-pub(crate) fn split(mut data: &[u8]) -> impl Iterator<Item = Result<&[u8], NetlinkError>> {
+fn split(mut data: &[u8]) -> impl Iterator<Item = Result<&[u8], NetlinkError>> {
     std::iter::from_fn(move || {
         if data.is_empty() {
             return None;
@@ -326,7 +358,7 @@ fn ack_text(flags: u16, after_code: &[u8]) -> Option<String> {
     let attrs = after_code.get(echoed..)?;
     NlasIterator::new(attrs)
         .map_while(Result::ok)
-        .find(|nla| nla.kind() & netlink_packet_core::NLA_TYPE_MASK == NLMSGERR_ATTR_MSG)
+        .find(|nla| nla.kind() & NLA_TYPE_MASK == NLMSGERR_ATTR_MSG)
         .map(|nla| {
             let text = nla.value().split(|&b| b == 0).next().unwrap_or_default();
             let text = &text[..text.len().min(MAX_ACK_TEXT)];
@@ -349,14 +381,26 @@ mod tests {
         m
     }
 
+    /// An `NLMSGERR_ATTR_MSG` attribute carrying `text` (NUL-terminated, padded).
+    fn text_attribute(text: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + text.len()) as u16).to_ne_bytes().to_vec();
+        a.extend(NLMSGERR_ATTR_MSG.to_ne_bytes());
+        a.extend(text);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a
+    }
+
     #[test]
     fn datagrams_split_into_their_messages() {
         let mut data = message(20, NLMSG_DONE, &[0; 4]);
         data.extend(message(17, NLMSG_NOOP, &[1, 0, 0, 0]));
+        data.extend(message(16, NLMSG_NOOP, &[]));
         let parts: Vec<_> = split(&data).collect::<Result<_, _>>().unwrap();
-        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.len(), 3);
         assert_eq!(parts[0].len(), 20);
         assert_eq!(parts[1].len(), 17);
+        // The second message's padding is skipped: the third starts on its 4-byte boundary.
+        assert_eq!(parts[2], &message(16, NLMSG_NOOP, &[])[..]);
     }
 
     #[test]
@@ -374,11 +418,7 @@ mod tests {
     fn error_codes_and_ack_text_are_read() {
         let mut body = (-2i32).to_ne_bytes().to_vec();
         body.extend(message(16, 44, &[])); // the capped echo of the request
-        // NLMSGERR_ATTR_MSG "TC classifier not found"
-        let text = b"TC classifier not found\0";
-        body.extend(((4 + text.len()) as u16).to_ne_bytes());
-        body.extend(1u16.to_ne_bytes());
-        body.extend(text);
+        body.extend(text_attribute(b"TC classifier not found\0"));
         let part = message(16 + body.len() as u32, NLMSG_ERROR, &body);
         assert_eq!(end_code(&part).unwrap(), -2);
         let after = &part[HEADER_LEN + 4..];
@@ -391,7 +431,89 @@ mod tests {
             errno: 2,
             message: ack_text(NLM_F_ACK_TLVS | NLM_F_CAPPED, after),
         };
-        assert!(err.to_string().ends_with(": TC classifier not found"));
+        assert_eq!(err.errno(), Some(2));
+        assert!(
+            err.to_string()
+                .ends_with("(os error 2): TC classifier not found")
+        );
         assert_eq!(end_code(&message(16, NLMSG_DONE, &[])).unwrap(), 0);
+        assert!(end_code(&message(16, NLMSG_ERROR, &[])).is_err());
+    }
+
+    #[test]
+    fn ack_text_follows_a_whole_echoed_request_when_not_capped() {
+        // The uncapped echo: the request's header and its 8-byte body, then the text.
+        let mut after = message(24, 16, &[0; 8]);
+        after.extend(text_attribute(b"bad gw\0"));
+        assert_eq!(ack_text(NLM_F_ACK_TLVS, &after).as_deref(), Some("bad gw"));
+        // Read as capped, the body is taken for attributes: no text, no panic.
+        assert_eq!(ack_text(NLM_F_ACK_TLVS | NLM_F_CAPPED, &after), None);
+        // An echo cut short has no text either.
+        assert_eq!(ack_text(NLM_F_ACK_TLVS, &after[..2]), None);
+    }
+
+    #[test]
+    fn long_ack_text_is_cut() {
+        let long = vec![b'x'; 2 * MAX_ACK_TEXT];
+        let mut after = message(16, 44, &[]);
+        after.extend(text_attribute(&long));
+        let text = ack_text(NLM_F_ACK_TLVS | NLM_F_CAPPED, &after).unwrap();
+        assert_eq!(text.len(), MAX_ACK_TEXT);
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        let all = [
+            NetlinkError::Socket(io::Error::from_raw_os_error(libc::EPERM)),
+            NetlinkError::Send(io::Error::other("short send")),
+            NetlinkError::Recv(io::Error::from_raw_os_error(libc::ENOBUFS)),
+            NetlinkError::Timeout,
+            NetlinkError::Truncated(70000),
+            NetlinkError::Malformed("overrun".into()),
+            NetlinkError::TooMany,
+            NetlinkError::Interrupted,
+            NetlinkError::Kernel {
+                errno: libc::EEXIST,
+                message: None,
+            },
+        ];
+        for e in &all {
+            let text = e.to_string();
+            assert!(!text.is_empty() && !text.contains('\n'), "{text:?}");
+        }
+        assert_eq!(all[0].errno(), Some(libc::EPERM));
+        assert_eq!(all[3].errno(), None);
+        assert_eq!(
+            all[3].to_string(),
+            format!("the kernel did not answer within {} s", TIMEOUT.as_secs())
+        );
+    }
+
+    #[test]
+    fn receive_timeouts_are_set_and_cleared() {
+        let socket = Socket::new(NETLINK_ROUTE).unwrap();
+        let read = || {
+            let mut tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            let mut len = size_of::<libc::timeval>() as libc::socklen_t;
+            // SAFETY: getsockopt writes at most `len` bytes into `tv`, a timeval we own.
+            let rc = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw mut tv).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            (tv.tv_sec, tv.tv_usec)
+        };
+        set_recv_timeout(&socket, Some(Duration::from_millis(1500))).unwrap();
+        assert_eq!(read(), (1, 500_000));
+        set_recv_timeout(&socket, None).unwrap();
+        assert_eq!(read(), (0, 0));
     }
 }
