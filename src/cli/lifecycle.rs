@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::runtime::bundle::Bundle;
 use crate::runtime::run::validate_id;
 use crate::runtime::state::{StateError, Status, Store, process_start};
 use crate::runtime::{host_cgroup, pausing, sandbox, signals};
@@ -134,6 +135,10 @@ pub fn delete(args: &DeleteArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     let poststop = sandbox::poststop_hooks(&store, &args.id);
     host_cgroup::remove_recorded(&dir);
+    // The sandbox is gone: what it left in the namespace it joined goes too.
+    if let Some(bundle) = loaded.as_ref().and_then(|s| Bundle::load(&s.bundle).ok()) {
+        crate::runtime::net::clear_stale(&bundle.spec);
+    }
     let removed = std::fs::remove_dir_all(&dir);
     // The container is gone: its poststop hooks run before `delete` returns.
     if let Some(state) = &loaded {

@@ -22,6 +22,7 @@
 mod link;
 pub mod scan;
 mod spec;
+pub mod stale;
 pub mod tap;
 pub mod tc;
 pub mod wire;

@@ -202,3 +202,80 @@ net_scenarios() {
     scenario "net $RUNTIME: network connect and disconnect while running" net_connect_disconnect
     scenario "net $RUNTIME: $NET_BULK_MIB MiB each way over TCP, sha256 equal" net_bulk
 }
+
+# podman's default network (netavark's bridge) and a network of its own with aardvark-dns:
+# addresses, a published port, names, runc and the runtime reaching each other.
+podman_net() {
+    local s c net port
+    s=$(name pnet-web) c=$(name pnet-client) net=$(name pnet)
+    port=$((18080 + $(subnet_index)))
+    pman run -d --name "$s" -p "127.0.0.1:$port:80" "$IMAGE" sh -c \
+        "mkdir -p /w && echo 'hi from $s' >/w/index.html && exec httpd -f -p 80 -h /w" >/dev/null
+    local ip; ip=$(pman inspect -f '{{.NetworkSettings.IPAddress}}' "$s")
+    [ -n "$ip" ]
+    expect_in "$(pman exec "$s" ip -o -4 addr show dev eth0)" "inet $ip/"
+    expect "$(fetch "http://$ip/")" "hi from $s"
+    expect "$(fetch "http://127.0.0.1:$port/")" "hi from $s"
+    expect "$(RUNTIME=runc pman run --rm "$IMAGE" sh -c "$GET $ip")" "hi from $s"
+    # A network with aardvark-dns: the client under the runtime finds runc's server by name.
+    pman network create --subnet "10.89.$(subnet_index).0/24" "$net" >/dev/null
+    RUNTIME=runc pman run -d --name "$c-srv" --network "$net" "$IMAGE" sh -c \
+        "mkdir -p /w && echo 'hi from runc' >/w/index.html && exec httpd -f -p 80 -h /w" >/dev/null
+    local sip; sip=$(RUNTIME=runc pman inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$c-srv")
+    expect_in "$(pman run --rm --network "$net" "$IMAGE" nslookup "$c-srv")" "$sip"
+    expect "$(pman run --rm --network "$net" "$IMAGE" sh -c "$GET $sip")" "hi from runc"
+    pman rm -f -t 0 "$s" "$c-srv" >/dev/null
+    pman network rm "$net" >/dev/null
+}
+
+# ctr run --cni: containerd's CNI (a bridge conflist, Debian's plugins) wires the task's
+# namespace between create and start, the other order from docker's. The firewall plugin
+# lets the bridge's traffic through FORWARD, whose policy dockerd set to DROP.
+setup_cni() {
+    mkdir -p /etc/cni/net.d /opt/cni
+    [ -e /opt/cni/bin ] || ln -s /usr/lib/cni /opt/cni/bin
+    cat >/etc/cni/net.d/10-e2e.conflist <<'CONF'
+{
+  "cniVersion": "0.4.0",
+  "name": "e2e-cni",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "cni-e2e", "isGateway": true, "ipMasq": true,
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.77.0.0/24" }]],
+                "routes": [{ "dst": "0.0.0.0/0" }] }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } },
+    { "type": "firewall" }
+  ]
+}
+CONF
+}
+
+# ctr_ip ID: the task's eth0 address, as the container sees it.
+ctr_ip() {
+    cctr task exec --exec-id "ip-$RANDOM" "$1" ip -o -4 addr show dev eth0 |
+        sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p'
+}
+
+ctr_net() {
+    setup_cni
+    local s; s=$(name c-web)
+    crun_ --cni -d "$CTR_IMAGE" "$s" sh -c \
+        "mkdir -p /w && echo 'hi from $s' >/w/index.html && exec httpd -f -p 80 -h /w" >/dev/null
+    running "$s"
+    local ip; ip=$(ctr_ip "$s")
+    [ -n "$ip" ]
+    expect "$(fetch "http://$ip/")" "hi from $s"
+    # runc's task on the same bridge fetches from it.
+    expect "$(cctr run --cni --rm --runc-binary "$(command -v runc)" "$CTR_IMAGE" "$(name c-cl)" \
+        sh -c "$GET $ip")" "hi from $s"
+    cctr task kill -s SIGKILL "$s"
+    wait_until 60 sh -c "ctr --address '$CTR_ADDRESS' -n e2e task ls | grep -q '^$s .*STOPPED'"
+    cctr task delete "$s" >/dev/null
+    cctr container delete "$s"
+}
+
+net_engine_scenarios() {
+    scenario "net podman $RUNTIME: netavark bridge, -p, aardvark-dns names, runc beside" podman_net
+    scenario "net ctr $RUNTIME: run --cni (bridge conflist), runc beside" ctr_net
+}

@@ -46,6 +46,10 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 # conmon starts the runtime with its own environment: this one names runvm's guest image.
 conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNVM_CONFIG=$RUNVM_CONFIG"]
+[network]
+# netavark (with aardvark-dns) as on a fresh podman 4 install, even once CNI configurations
+# (the ctr scenarios') exist.
+network_backend = "netavark"
 CONF
     # runvm's runtime table, as packaging/install registers it: a containers.conf.d drop-in
     # (podman reads no drop-in beside $CONTAINERS_CONF, so it joins the file here).

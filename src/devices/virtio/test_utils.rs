@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_manager::{EventManager, MutEventSubscriber};
+use virtio_bindings::bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
 use virtio_queue::Queue;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use super::watcher::FdWatcher;
@@ -106,6 +107,56 @@ impl<'a> DriverQueues<'a> {
             .unwrap()
             .store(head);
         avail.idx().store(idx.wrapping_add(1));
+    }
+
+    /// The available index of `queue`: how many chains the driver has published.
+    pub(crate) fn avail_idx(&self, queue: usize) -> u16 {
+        self.queues[queue].avail().idx().load()
+    }
+
+    /// Sets `used_event` of `queue` (with event indexes: interrupt me once the used index
+    /// passes it).
+    pub(crate) fn set_used_event(&self, queue: usize, used_event: u16) {
+        let addr = self.queues[queue]
+            .avail_addr()
+            .unchecked_add(4 + 2 * u64::from(self.size));
+        self.mem.write_obj(used_event, addr).unwrap();
+    }
+
+    /// `avail_event` of `queue` (with event indexes: notify me once you publish past it).
+    pub(crate) fn avail_event(&self, queue: usize) -> u16 {
+        let addr = self.queues[queue]
+            .used_addr()
+            .unchecked_add(4 + 8 * u64::from(self.size));
+        self.mem.read_obj(addr).unwrap()
+    }
+
+    /// The used ring's flags of `queue` (`VRING_USED_F_NO_NOTIFY`: do not notify me).
+    pub(crate) fn used_flags(&self, queue: usize) -> u16 {
+        self.mem.read_obj(self.queues[queue].used_addr()).unwrap()
+    }
+
+    /// Whether a driver that published chains on `queue` from available index `old` to now
+    /// notifies the device, as Linux decides it (`virtqueue_kick_prepare`).
+    pub(crate) fn kick_wanted(&self, queue: usize, old: u16, event_idx: bool) -> bool {
+        let new = self.avail_idx(queue);
+        if event_idx {
+            let event = self.avail_event(queue);
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            self.used_flags(queue) & VRING_USED_F_NO_NOTIFY as u16 == 0
+        }
+    }
+
+    /// Whether a device that moved the used index of `queue` from `old` to now should
+    /// interrupt a driver that set `used_event` (with event indexes), as the spec puts it.
+    pub(crate) fn interrupt_wanted(&self, queue: usize, old: u16) -> bool {
+        let new = self.queues[queue].used().idx().load();
+        let addr = self.queues[queue]
+            .avail_addr()
+            .unchecked_add(4 + 2 * u64::from(self.size));
+        let event: u16 = self.mem.read_obj(addr).unwrap();
+        new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
     }
 
     /// The used ring entries of `queue` not read yet: (head, len).

@@ -52,6 +52,24 @@ pub fn slots_for(spec: &Spec) -> u32 {
     }
 }
 
+/// After a container's sandbox is gone (`runvm delete`): removes the redirects it left on
+/// the interfaces of the namespace it joined (killed with SIGKILL, it could not), so the
+/// engine finds its interfaces as it made them. A namespace the sandbox made itself died
+/// with it. Best effort: failures are warnings.
+pub fn clear_stale(spec: &Spec) {
+    let Network::Join(path) = netns::wanted(spec) else {
+        return;
+    };
+    if !path.exists() {
+        return;
+    }
+    match netns::within(&path, crate::network::stale::clear_dangling) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("runvm: warning: {e}"),
+        Err(e) => eprintln!("runvm: warning: {e}"),
+    }
+}
+
 /// One VM's guest network: its NICs, the last state sent to the guest, and the
 /// announcement socket opened before the first scan (so no change is missed between a
 /// scan and [`GuestNet::follow`]). Dropping it unwires every NIC.

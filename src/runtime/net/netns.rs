@@ -83,6 +83,33 @@ pub fn enter(spec: &Spec) -> Result<(), NetnsError> {
     }
 }
 
+/// Runs `f` on a new thread that has joined the network namespace at `path` (this thread's
+/// own namespace is untouched), and returns what it returned.
+pub fn within<T: Send + 'static>(
+    path: &std::path::Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let ns = File::open(path).map_err(|source| NetnsError::Join {
+        path: path.to_owned(),
+        source,
+    })?;
+    let joined = std::thread::spawn(move || {
+        // SAFETY: setns on a descriptor we hold open; CLONE_NEWNET checks its kind. Only
+        // this thread, which ends with `f`, changes namespace.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| io::Error::other("the thread panicked"))
+    .and_then(|r| r);
+    joined.map_err(|source| NetnsError::Join {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

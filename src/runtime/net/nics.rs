@@ -16,7 +16,7 @@
 use guest_init::netspec::NetSpec;
 
 use crate::devices::virtio::net::NetHandle;
-use crate::network::{Interface, NetworkError, Wire, scan, tap_name, tc};
+use crate::network::{Interface, NetworkError, Wire, scan, stale, tap_name, tc};
 
 /// Why the NICs could not be brought in line with the namespace.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +172,10 @@ fn unwire(slot: &mut Slot) {
     }
 }
 
-/// Why `iface` cannot be ours: its ingress already redirects somewhere (another VM's tap).
+/// Why `iface` cannot be ours: its ingress already redirects to a live interface (another
+/// VM's tap). A redirect left by a VM that is gone is removed first.
 fn used_elsewhere(iface: &Interface) -> Option<String> {
+    let _ = stale::clear_if_dangling(iface.index);
     match tc::redirect_targets(iface.index) {
         Ok(targets) if !targets.is_empty() => Some(format!(
             "{} already carries another VM's traffic (the network namespace is shared with \

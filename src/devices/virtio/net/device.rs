@@ -1,17 +1,25 @@
-//! The virtio-net device: features, config space, activation and reset, and the swap of its
-//! backend and the tap's watch, which the event handler calls on the event-loop thread.
+//! The virtio-net device: features, config space, activation and reset, the tap's offloads,
+//! and the swap of its backend and the tap's watch, which the event handler calls on the
+//! event-loop thread.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP};
-use virtio_queue::Queue;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::backend::Tap;
-use super::handle::{BackendChange, Shared, handle_pair};
+use super::backend::{OffloadControl, Tap, TunOffloads};
+use super::handle::{BackendChange, Counters, Shared, handle_pair};
+use super::header::{Negotiated, tap_offloads};
 use super::{MAX_BUF_LEN, NUM_QUEUES, NetError, NetHandle, NetStats, QUEUE_SIZE};
 use crate::devices::virtio::watcher::FdWatcher;
 use crate::devices::virtio::{
@@ -21,8 +29,22 @@ use crate::vmm::GuestMemory;
 
 /// Maximum size of each queue (rx, tx).
 const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
-/// Everything the device offers: no offloads, no mergeable rx buffers, no control queue.
-const FEATURES: u64 = VIRTIO_F_VERSION_1 | (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_STATUS);
+/// Everything the device offers: event indexes, the offloads of a tap (checksums, TCP
+/// segmentation and its ECN bit, both ways), mergeable rx buffers, the MAC and the link status.
+/// No UFO/USO, no control queue.
+pub(super) const FEATURES: u64 = VIRTIO_F_VERSION_1
+    | (1 << VIRTIO_RING_F_EVENT_IDX)
+    | (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_MAC)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_ECN)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_HOST_ECN)
+    | (1 << VIRTIO_NET_F_MRG_RXBUF)
+    | (1 << VIRTIO_NET_F_STATUS);
 /// Size of the config space: `mac[6]`, then `status` (le16).
 const CONFIG_SIZE: usize = 8;
 
@@ -47,6 +69,10 @@ pub struct Net {
     slot: u32,
     mac: [u8; 6],
     acked_features: u64,
+    /// What the accepted features allow (all off until the driver accepts some).
+    pub(super) negotiated: Negotiated,
+    /// Sets the tap's offloads (`TUNSETOFFLOAD`; replaced in tests).
+    pub(super) offload_control: Box<dyn OffloadControl>,
     pub(super) queue_events: Vec<EventFd>,
     pub(super) shared: Arc<Shared>,
     pub(super) active: Option<ActiveQueues>,
@@ -60,6 +86,11 @@ pub struct Net {
     pub(super) tx_buf: Vec<u8>,
     /// One rx frame, read from the tap (allocated once).
     pub(super) rx_buf: Vec<u8>,
+    /// The frame in `rx_buf` (its length, header included) is waiting for rx buffers: it is
+    /// delivered before anything else is read from the tap.
+    pub(super) rx_pending: Option<usize>,
+    /// The chains one rx frame is spread over, while it is (allocated once, a queue's worth).
+    pub(super) rx_chains: Vec<super::rx::ChainUse>,
     pub(super) errors_seen: u32,
 }
 
@@ -85,6 +116,8 @@ impl Net {
             slot,
             mac: guest_init::netspec::slot_mac(slot),
             acked_features: 0,
+            negotiated: Negotiated::default(),
+            offload_control: Box::new(TunOffloads),
             queue_events,
             shared,
             active: None,
@@ -93,6 +126,8 @@ impl Net {
             rx_starved: false,
             tx_buf: vec![0; MAX_BUF_LEN],
             rx_buf: vec![0; MAX_BUF_LEN],
+            rx_pending: None,
+            rx_chains: Vec::with_capacity(usize::from(QUEUE_SIZE)),
             errors_seen: 0,
         };
         Ok((device, handle))
@@ -148,7 +183,24 @@ impl Net {
         self.backend = tap;
         // A new tap is worth a look at the rx queue, whatever the old one found.
         self.rx_starved = false;
+        self.sync_offloads();
         self.sync_interest(watcher);
+    }
+
+    /// Sets the tap's offloads to what the guest accepted ([`tap_offloads`]): none until the
+    /// driver accepts features, and after a reset. A tap that refuses is logged once and left
+    /// to send plain frames, which every guest takes.
+    pub(super) fn sync_offloads(&mut self) {
+        let flags = tap_offloads(&self.negotiated);
+        let Some(tap) = self.backend.as_mut() else {
+            return;
+        };
+        if let Err(source) = tap.set_offloads(&mut *self.offload_control, flags) {
+            log_error(
+                &mut self.errors_seen,
+                &NetError::TapOffloads { flags, source },
+            );
+        }
     }
 
     /// What the event loop should watch of the tap: readability while the device is active
@@ -203,6 +255,33 @@ pub(super) fn notify_guest(
     }
 }
 
+/// Asks the driver to notify `queue` once it makes available chains past `seen` (where the
+/// device stopped looking; with event indexes, `avail_event` is set to it), then looks again:
+/// true if there already are some, and the device should take them rather than wait. An
+/// available index the queue refuses (a driver's bug) counts as none: the next notification
+/// is all the device can wait for.
+pub(super) fn rearm_notification(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    seen: u16,
+    errors_seen: &mut u32,
+) -> bool {
+    let resume = queue.next_avail();
+    queue.set_next_avail(seen);
+    let more = queue.enable_notification(mem);
+    queue.set_next_avail(resume);
+    match more {
+        Ok(false) => false,
+        Ok(true) => queue
+            .avail_idx(mem, Ordering::Acquire)
+            .is_ok_and(|idx| idx.0.wrapping_sub(resume) <= queue.size()),
+        Err(err) => {
+            log_error(errors_seen, &NetError::Queue(err));
+            false
+        }
+    }
+}
+
 /// Logs one of the device's errors (rate-limited).
 pub(super) fn log_error(errors_seen: &mut u32, err: &NetError) {
     super::super::log_guest_error("virtio-net", errors_seen, err);
@@ -223,6 +302,7 @@ impl VirtioDevice for Net {
 
     fn ack_features(&mut self, features: u64) {
         self.acked_features = features & self.device_features();
+        self.negotiated = Negotiated::from_features(self.acked_features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -250,7 +330,9 @@ impl VirtioDevice for Net {
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
         // In queue index order: RX_QUEUE, TX_QUEUE.
-        let [rx, tx] = activation_queues::<NUM_QUEUES>(self.active.is_some(), queues)?;
+        let [mut rx, mut tx] = activation_queues::<NUM_QUEUES>(self.active.is_some(), queues)?;
+        rx.set_event_idx(self.negotiated.event_idx);
+        tx.set_event_idx(self.negotiated.event_idx);
         self.active = Some(ActiveQueues {
             mem,
             interrupt,
@@ -258,6 +340,7 @@ impl VirtioDevice for Net {
             tx,
         });
         self.rx_starved = false;
+        self.sync_offloads();
         // Buffers and frames the driver queued before it finished activating are waiting;
         // the rx event also starts watching the tap.
         for event in &self.queue_events {
@@ -266,13 +349,19 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
-    /// Forgets the queues and the negotiated features. The tap stays attached (it belongs
-    /// to the host's configuration, not to the driver): the wake-up event lets the event
-    /// loop stop watching it until the driver activates the device again.
+    /// Forgets the queues and the negotiated features, and drops a frame that was waiting for
+    /// rx buffers. The tap stays attached (it belongs to the host's configuration, not to the
+    /// driver) but loses its offloads: the wake-up event lets the event loop stop watching it
+    /// until the driver activates the device again.
     fn reset(&mut self) -> bool {
         self.active = None;
         self.acked_features = 0;
+        self.negotiated = Negotiated::default();
         self.rx_starved = false;
+        if self.rx_pending.take().is_some() {
+            Counters::add(&self.shared.counters.rx_dropped, 1);
+        }
+        self.sync_offloads();
         if let Err(err) = self.shared.wake.write(1) {
             log_error(&mut self.errors_seen, &NetError::EventLoop(err));
         }

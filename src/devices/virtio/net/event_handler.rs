@@ -7,10 +7,12 @@
 //! another tap). While registered, the tap is watched for readability only when the device
 //! is active and the guest has rx buffers; otherwise its interest is empty: epoll is
 //! level-triggered, and a readable tap with nowhere to put its frames would wake the loop
-//! forever. The guest notifies the rx queue when it adds buffers, which makes the tap watched
-//! again. An error or hang-up on the tap is final: epoll reports those even with an empty
-//! interest, so the tap leaves the loop, and frames are dropped until the handle attaches
-//! another. After every event the tap's watch is brought in line with the device's state.
+//! forever. The device asks the guest to notify the rx queue when it next adds buffers (it
+//! does not want to hear about them otherwise), which makes the tap watched again; a frame
+//! already read and waiting for buffers goes first. An error or hang-up on the tap is final:
+//! epoll reports those even with an empty interest, so the tap leaves the loop, and frames
+//! are dropped until the handle attaches another. After every event the tap's watch is
+//! brought in line with the device's state.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -31,6 +31,8 @@ pub(super) struct Counters {
     pub(super) rx_bytes: AtomicU64,
     pub(super) rx_dropped: AtomicU64,
     pub(super) bad_chains: AtomicU64,
+    pub(super) tx_bad_header: AtomicU64,
+    pub(super) rx_bad_header: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +51,8 @@ impl Counters {
             rx_bytes: get(&self.rx_bytes),
             rx_dropped: get(&self.rx_dropped),
             bad_chains: get(&self.bad_chains),
+            tx_bad_header: get(&self.tx_bad_header),
+            rx_bad_header: get(&self.rx_bad_header),
         }
     }
 }
@@ -63,12 +67,17 @@ pub struct NetStats {
     pub tx_bytes: u64,
     /// Frames the guest sent that were lost: malformed, no tap, or the tap refused them.
     pub tx_dropped: u64,
+    /// Of those, frames whose header asked for what was not negotiated or pointed outside
+    /// the frame.
+    pub tx_bad_header: u64,
     /// Frames from the tap delivered to the guest.
     pub rx_frames: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Frames from the tap that were lost: larger than the guest's buffer, or malformed.
+    /// Frames from the tap that were lost: larger than the guest's buffers, or malformed.
     pub rx_dropped: u64,
+    /// Of those, frames whose header carried offloads the guest did not accept.
+    pub rx_bad_header: u64,
     /// Chains the device refused and returned unused (bad shape, outside guest memory); a bad
     /// tx chain is also a dropped tx frame.
     pub bad_chains: u64,

@@ -1,39 +1,54 @@
 //! virtio-net (virtio v1.2 §5.1): one guest NIC whose frames go to and come from a host tap.
 //!
-//! The device offers only [`VIRTIO_F_VERSION_1`](super::VIRTIO_F_VERSION_1), `VIRTIO_NET_F_MAC`
-//! and `VIRTIO_NET_F_STATUS`: no offloads, no mergeable rx buffers, no control queue. Its
-//! config space holds the placeholder MAC of its slot ([`guest_init::netspec::slot_mac`]; the
-//! guest sets the real one itself) and a link status that is always up.
+//! **Features.** [`VIRTIO_F_VERSION_1`](super::VIRTIO_F_VERSION_1), `VIRTIO_RING_F_EVENT_IDX`,
+//! `VIRTIO_NET_F_MAC` and `VIRTIO_NET_F_STATUS`; the offloads a tap can do: `CSUM`,
+//! `HOST_TSO4`, `HOST_TSO6`, `HOST_ECN` (guest to tap), `GUEST_CSUM`, `GUEST_TSO4`,
+//! `GUEST_TSO6`, `GUEST_ECN` (tap to guest); and `MRG_RXBUF`. No UFO/USO, no control queue.
+//! The config space holds the placeholder MAC of its slot ([`guest_init::netspec::slot_mac`];
+//! the guest sets the real one itself) and a link status that is always up.
 //!
 //! The host end is a tap opened with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR` and a vnet header
 //! size of [`VNET_HDR_LEN`], handed over at run time through the [`NetHandle`]. Guest and tap
-//! use the same 12-byte `virtio_net_hdr_v1`, so the device copies header and frame as they are
-//! between descriptor chains and the tap, in both directions; on rx it only sets
-//! `num_buffers` to 1. While no tap is attached, tx frames are dropped and nothing is received.
+//! use the same 12-byte `virtio_net_hdr_v1`, so header and frame are copied as they are, in
+//! both directions, once checked (`header.rs`): tx headers may ask for exactly the offloads
+//! the guest negotiated, with offsets inside the frame; rx headers may carry only what the
+//! guest accepted. The tap is told with `TUNSETOFFLOAD` which offloads it may use (the
+//! `GUEST_*` features), whenever it is attached and whenever the driver activates or resets
+//! the device; a tap that refuses sends plain frames, which every guest takes. While no tap is
+//! attached, tx frames are dropped and nothing is received.
 //!
-//! Without mergeable rx buffers or offloads, Linux posts rx buffers sized for a 1500-byte MTU:
-//! frames from a tap with a larger MTU do not fit and are dropped (counted in
-//! [`NetStats::rx_dropped`]).
+//! **Notifications** follow the event indexes when negotiated: the device asks for tx kicks
+//! only once it has drained the queue, for rx kicks only once it ran out of buffers, and
+//! interrupts the guest only when the driver's `used_event` says so (see `tx.rs`, `rx.rs`).
+//!
+//! **Receive buffers.** With `MRG_RXBUF` a frame (up to [`MAX_BUF_LEN`], a 64 KiB segment from
+//! a tap with TSO) spans as many chains as it needs, `num_buffers` in its header saying how
+//! many; without it each frame takes one chain (the guest posts 64 KiB chains when it accepts
+//! TSO, MTU-sized ones otherwise: larger frames are dropped). A frame that finds too few
+//! buffers waits in the device until the guest adds some (see `rx.rs`).
 //!
 //! The device is shaped like the other virtio devices:
 //! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the backend swap;
+//! - `header.rs`: the vnet header, what each direction may carry, the tap's offload flags;
 //! - `tx.rs`: guest to tap (descriptor chains gathered into one frame, then one `write`);
-//! - `rx.rs`: tap to guest (one `read` per available chain, scattered into it);
-//! - `backend.rs`: the tap itself (non-blocking reads and writes);
+//! - `rx.rs`: tap to guest (one `read` per frame, scattered into one chain or several);
+//! - `backend.rs`: the tap itself (non-blocking reads and writes, its offloads);
 //! - `handle.rs`: [`NetHandle`], how other threads attach a tap, and the [`NetStats`] counters;
 //! - `event_handler.rs`: the event-loop side (queue events, the handle's wake-up event, the
 //!   tap), including when the tap is watched (see there).
 //!
 //! **Security.** Everything in the queues comes from a hostile guest: descriptor addresses and
 //! lengths are checked against guest memory, a frame is bounded by [`MAX_BUF_LEN`], a bad
-//! chain fails (and is returned with length 0) alone, and the device never blocks: a tap that
-//! cannot take a frame loses it. Errors are logged, [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS)
-//! at most.
+//! chain fails (and is returned with length 0) alone, a tx header asks for nothing that was
+//! not negotiated, and the device never blocks: a tap that cannot take a frame loses it, a
+//! frame waiting for rx buffers stops the device reading the tap. Errors are logged,
+//! [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS) at most.
 
 mod backend;
 mod device;
 mod event_handler;
 mod handle;
+mod header;
 mod rx;
 #[cfg(test)]
 mod tests;
@@ -43,6 +58,7 @@ use std::io;
 
 pub use device::Net;
 pub use handle::{NetHandle, NetStats};
+pub use header::HeaderError;
 
 /// The largest size of each queue.
 pub const QUEUE_SIZE: u16 = 256;
@@ -56,7 +72,7 @@ pub const TX_QUEUE: usize = 1;
 /// Size of `struct virtio_net_hdr_v1`, in front of every frame (the guest's and the tap's).
 pub const VNET_HDR_LEN: usize = 12;
 /// The largest frame after the header: the 65535-byte maximum MTU, an Ethernet header and a
-/// VLAN tag.
+/// VLAN tag; a TSO frame (at most 64 KiB of IP) fits too.
 pub const MAX_FRAME_LEN: usize = 65550;
 /// The largest header plus frame, either way: a larger tx chain is dropped, and rx reads at
 /// most this much.
@@ -82,16 +98,18 @@ pub enum NetError {
     /// A tx chain is longer than [`MAX_BUF_LEN`].
     #[error("tx chain is longer than {MAX_BUF_LEN} bytes")]
     TxTooLarge,
-    /// A tx header asks for an offload that was not negotiated.
-    #[error(
-        "tx header asks for offloads that were not negotiated (flags {flags:#x}, gso_type {gso_type})"
-    )]
-    Offload {
-        /// `virtio_net_hdr_v1.flags`.
-        flags: u8,
-        /// `virtio_net_hdr_v1.gso_type`.
-        gso_type: u8,
-    },
+    /// A tx header asks for what was not negotiated, or points outside its frame.
+    #[error("tx header refused: {0}")]
+    TxHeader(#[source] HeaderError),
+    /// A frame from the tap carries offloads the guest did not accept.
+    #[error("rx header refused: {0}")]
+    RxHeader(#[source] HeaderError),
+    /// With mergeable rx buffers, a chain too small for the vnet header.
+    #[error("rx chain of {0} bytes is shorter than the {VNET_HDR_LEN}-byte header")]
+    RxChainTooShort(usize),
+    /// A frame needs more buffers than the rx queue can ever hold at once.
+    #[error("a {0}-byte frame does not fit in the whole rx queue")]
+    RxQueueTooSmall(usize),
     /// A descriptor points outside guest memory.
     #[error("descriptor outside guest memory")]
     OutOfMemory,
@@ -113,4 +131,13 @@ pub enum NetError {
     /// The tap failed: reading it, writing it, or it reported an error or a hang-up.
     #[error("tap: {0}")]
     Backend(#[source] io::Error),
+    /// The tap refused `TUNSETOFFLOAD`: its frames stay plain.
+    #[error("the tap refused offloads {flags:#x} ({source}); its frames stay plain")]
+    TapOffloads {
+        /// The `TUN_F_*` flags asked for.
+        flags: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }

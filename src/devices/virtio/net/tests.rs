@@ -4,11 +4,13 @@
 //! readiness is polled in place of the event loop, or a real `EventManager` drives the device.
 //!
 //! `tx.rs` covers guest to tap, `rx.rs` tap to guest, `backend.rs` the handle, the event
-//! loop and the config space.
+//! loop and the config space; `notify.rs` the event indexes, `offload.rs` the offloads (the
+//! headers each way and the tap's `TUNSETOFFLOAD`), `mergeable.rs` mergeable rx buffers and
+//! the frame that waits for them.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -18,6 +20,7 @@ use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
+use super::backend::OffloadControl;
 use super::event_handler::EventSource;
 use super::*;
 use crate::devices::virtio::VirtioDevice;
@@ -27,6 +30,9 @@ use crate::devices::virtio::test_utils::{
 use crate::devices::virtio::watcher::FdWatcher;
 
 mod backend;
+mod mergeable;
+mod notify;
+mod offload;
 mod rx;
 mod tx;
 
@@ -146,6 +152,18 @@ impl<'a> TestGuest<'a> {
             free_slots: [(0..SLOTS).collect(), (0..SLOTS).collect()],
             layouts: HashMap::new(),
         }
+    }
+
+    /// A device whose driver accepted `features` (`VIRTIO_F_VERSION_1` is added), activated,
+    /// with a tap attached; returns the host's end too.
+    fn with_features(mem: &'a GuestMemoryMmap, features: u64) -> (Self, UnixDatagram) {
+        let mut guest = Self::inactive(mem);
+        guest
+            .dev()
+            .ack_features(features | crate::devices::virtio::VIRTIO_F_VERSION_1);
+        guest.activate();
+        let peer = guest.attach_tap();
+        (guest, peer)
     }
 
     /// An activated device with a tap attached; returns the host's end too.
@@ -338,6 +356,48 @@ impl<'a> TestGuest<'a> {
         out
     }
 
+    /// The frames delivered since the last call with mergeable rx buffers, each with the
+    /// number of chains it took (its `num_buffers`); chains returned empty are skipped.
+    fn recv_merged(&mut self) -> Vec<(Vec<u8>, usize)> {
+        let used: Vec<(u16, u32)> = self
+            .take_used(RX_QUEUE)
+            .into_iter()
+            .filter(|&(_, len)| len > 0)
+            .collect();
+        let mut frames = Vec::new();
+        let mut rest = used.as_slice();
+        while let Some(&(head, len)) = rest.first() {
+            let mut frame = self.read_rx(head, len);
+            let num_buffers = usize::from(u16::from_le_bytes([frame[10], frame[11]]));
+            assert!(
+                (1..=rest.len()).contains(&num_buffers),
+                "num_buffers {num_buffers} with {} used entries",
+                rest.len()
+            );
+            for &(head, len) in &rest[1..num_buffers] {
+                frame.extend(self.read_rx(head, len));
+            }
+            frames.push((frame, num_buffers));
+            rest = &rest[num_buffers..];
+        }
+        frames
+    }
+
+    /// Posts rx chains over `segs` each, `count` of them, then notifies the device only if
+    /// it asked for it (as a driver would, with or without `event_idx`); returns whether it
+    /// did.
+    fn post_rx_as_driver(&mut self, count: usize, segs: &[Seg], event_idx: bool) -> bool {
+        let old = self.queues.avail_idx(RX_QUEUE);
+        for _ in 0..count {
+            self.post_rx(segs);
+        }
+        let kick = self.queues.kick_wanted(RX_QUEUE, old, event_idx);
+        if kick {
+            self.kick(RX_QUEUE);
+        }
+        kick
+    }
+
     /// The frames delivered since the last call (chains returned empty are skipped).
     fn recv(&mut self) -> Vec<Vec<u8>> {
         self.take_used(RX_QUEUE)
@@ -358,7 +418,41 @@ impl<'a> TestGuest<'a> {
 
 /// `sent` as the guest must receive it: `num_buffers` set to 1.
 fn as_received(sent: &[u8]) -> Vec<u8> {
+    as_received_in(sent, 1)
+}
+
+/// `sent` as the guest must receive it over `num_buffers` chains.
+fn as_received_in(sent: &[u8], num_buffers: u16) -> Vec<u8> {
     let mut out = sent.to_vec();
-    out[10..12].copy_from_slice(&1u16.to_le_bytes());
+    out[10..12].copy_from_slice(&num_buffers.to_le_bytes());
     out
+}
+
+/// A feature bit.
+fn bit(feature: u32) -> u64 {
+    1 << feature
+}
+
+/// Stands in for `TUNSETOFFLOAD`: records the flags asked for, and refuses them if told to.
+#[derive(Clone, Default)]
+struct OffloadLog {
+    calls: Arc<Mutex<Vec<(RawFd, u32)>>>,
+    refuse: bool,
+}
+
+impl OffloadLog {
+    /// The flags asked for so far.
+    fn flags(&self) -> Vec<u32> {
+        self.calls.lock().unwrap().iter().map(|&(_, f)| f).collect()
+    }
+}
+
+impl OffloadControl for OffloadLog {
+    fn set_offloads(&mut self, fd: RawFd, flags: u32) -> io::Result<()> {
+        self.calls.lock().unwrap().push((fd, flags));
+        if self.refuse {
+            return Err(io::Error::from_raw_os_error(libc::ENOTTY));
+        }
+        Ok(())
+    }
 }

@@ -1,21 +1,26 @@
 //! Guest to tap: every chain of the tx queue gathered into one frame (header included),
 //! checked, and written to the tap in one `write`. Nothing is written to tx buffers: every
 //! chain goes back with used length 0, sent or dropped.
+//!
+//! While it drains the queue the device asks the driver not to notify it (with event indexes
+//! that is the default: the driver notifies only when it makes available the entry the
+//! device named last); once the queue looks empty it asks again, then looks once more, so
+//! that a frame queued in between is not left waiting for a notification that never comes.
 
 use vm_memory::Bytes;
 
 use super::backend::Tap;
-use super::device::{Net, log_error, notify_guest};
+use super::device::{Net, log_error, notify_guest, rearm_notification};
 use super::handle::Counters;
+use super::header::{Negotiated, check_tx};
 use super::{MAX_TX_CHAINS_PER_EVENT, NetError, TX_QUEUE, VNET_HDR_LEN};
 use crate::vmm::GuestMemory;
-use virtio_bindings::virtio_net::VIRTIO_NET_HDR_GSO_NONE;
 use virtio_queue::{DescriptorChain, QueueT};
 
 impl Net {
     /// Sends every frame the guest queued on tx (at most [`MAX_TX_CHAINS_PER_EVENT`] per
-    /// call), then interrupts the guest if it wants to be told. Does nothing before
-    /// activation.
+    /// call), with the driver's notifications off meanwhile, then interrupts the guest if it
+    /// wants to be told. Does nothing before activation.
     pub(super) fn process_tx(&mut self) {
         let Self {
             active,
@@ -23,6 +28,7 @@ impl Net {
             shared,
             queue_events,
             tx_buf,
+            negotiated,
             errors_seen,
             ..
         } = self;
@@ -30,34 +36,51 @@ impl Net {
             return;
         };
         let counters = &shared.counters;
+        let mem = &active.mem;
         let mut used = 0;
-        while let Some(chain) = active.tx.pop_descriptor_chain(&active.mem) {
-            let head = chain.head_index();
-            match read_tx_frame(&active.mem, chain, tx_buf) {
-                Ok(len) => send_frame(
-                    backend.as_mut(),
-                    tx_buf.get(..len).unwrap_or_default(),
-                    counters,
-                    errors_seen,
-                ),
-                Err(err) => {
-                    Counters::add(&counters.tx_dropped, 1);
-                    Counters::add(&counters.bad_chains, 1);
-                    log_error(errors_seen, &err);
-                }
-            }
-            if let Err(err) = active.tx.add_used(&active.mem, head, 0) {
+        'drain: loop {
+            if let Err(err) = active.tx.disable_notification(mem) {
                 log_error(errors_seen, &NetError::Queue(err));
             }
-            used += 1;
-            if used == MAX_TX_CHAINS_PER_EVENT {
-                // A guest refilling the queue as fast as we drain it must not starve the rest
-                // of the event loop: come back through the queue event.
-                if let Some(event) = queue_events.get(TX_QUEUE)
-                    && let Err(err) = event.write(1)
-                {
-                    log_error(errors_seen, &NetError::EventLoop(err));
+            while let Some(chain) = active.tx.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                match read_tx_frame(mem, chain, tx_buf, negotiated) {
+                    Ok(len) => send_frame(
+                        backend.as_mut(),
+                        tx_buf.get(..len).unwrap_or_default(),
+                        counters,
+                        errors_seen,
+                    ),
+                    Err(err) => {
+                        Counters::add(&counters.tx_dropped, 1);
+                        let counter = match err {
+                            NetError::TxHeader(_) => &counters.tx_bad_header,
+                            _ => &counters.bad_chains,
+                        };
+                        Counters::add(counter, 1);
+                        log_error(errors_seen, &err);
+                    }
                 }
+                if let Err(err) = active.tx.add_used(mem, head, 0) {
+                    log_error(errors_seen, &NetError::Queue(err));
+                }
+                used += 1;
+                if used == MAX_TX_CHAINS_PER_EVENT {
+                    // A guest refilling the queue as fast as we drain it must not starve the
+                    // rest of the event loop: come back through the queue event (notifications
+                    // stay off until then).
+                    if let Some(event) = queue_events.get(TX_QUEUE)
+                        && let Err(err) = event.write(1)
+                    {
+                        log_error(errors_seen, &NetError::EventLoop(err));
+                    }
+                    break 'drain;
+                }
+            }
+            // Ask to be notified again, then look again: a frame queued before the driver saw
+            // the request would otherwise wait for the next one.
+            let seen = active.tx.next_avail();
+            if !rearm_notification(&mut active.tx, mem, seen, errors_seen) {
                 break;
             }
         }
@@ -97,12 +120,13 @@ fn send_frame(tap: Option<&mut Tap>, frame: &[u8], counters: &Counters, errors_s
 
 /// Gathers the tx chain `chain` into `buf` and checks its header; returns the length of
 /// header plus frame. Refuses chains with a device-writable descriptor, longer than `buf`
-/// (sized [`MAX_BUF_LEN`](super::MAX_BUF_LEN)), shorter than the header, or whose header
-/// asks for an offload (none is negotiated).
+/// (sized [`MAX_BUF_LEN`](super::MAX_BUF_LEN)) or shorter than the header, and frames whose
+/// header asks for what was not `negotiated` ([`check_tx`]).
 pub(super) fn read_tx_frame(
     mem: &GuestMemory,
     chain: DescriptorChain<&GuestMemory>,
     buf: &mut [u8],
+    negotiated: &Negotiated,
 ) -> Result<usize, NetError> {
     let mut len = 0usize;
     for desc in chain {
@@ -117,21 +141,11 @@ pub(super) fn read_tx_frame(
         mem.read_slice(part, desc.addr())?;
         len = end;
     }
-    if len < VNET_HDR_LEN {
-        return Err(NetError::TxTooShort(len));
-    }
-    check_tx_header(buf.get(..VNET_HDR_LEN).unwrap_or_default())?;
+    // The header, already copied out of guest memory: the guest cannot change it any more.
+    let hdr = buf
+        .first_chunk::<VNET_HDR_LEN>()
+        .filter(|_| len >= VNET_HDR_LEN)
+        .ok_or(NetError::TxTooShort(len))?;
+    check_tx(hdr, len - VNET_HDR_LEN, negotiated).map_err(NetError::TxHeader)?;
     Ok(len)
-}
-
-/// Checks a tx `virtio_net_hdr_v1` (already copied out of guest memory): with no offload
-/// negotiated, `flags` must be 0 and `gso_type` `VIRTIO_NET_HDR_GSO_NONE`. The other fields
-/// only mean something with those set; the tap ignores them.
-fn check_tx_header(hdr: &[u8]) -> Result<(), NetError> {
-    let flags = hdr.first().copied().unwrap_or(0);
-    let gso_type = hdr.get(1).copied().unwrap_or(0);
-    if flags != 0 || u32::from(gso_type) != VIRTIO_NET_HDR_GSO_NONE {
-        return Err(NetError::Offload { flags, gso_type });
-    }
-    Ok(())
 }
