@@ -1,5 +1,5 @@
-//! The four charts of a run: start latency, boot, memory (the density curve) and file I/O,
-//! each a PNG beside the run's Markdown report. A chart whose samples are missing from the
+//! The charts of a run: start latency, boot, memory (the density curve), file I/O and
+//! network, each a PNG beside the run's Markdown report. A chart whose samples are missing from the
 //! run is not drawn.
 
 use std::path::{Path, PathBuf};
@@ -67,7 +67,89 @@ pub fn draw_all(
         panel(&areas[2], "untar 10,000 files", "s", 1, &untar)?;
         root.present().map_err(DrawError::from)?;
     }
+    if let Some([tcp, rr, run]) = net_bars(samples) {
+        let path = out("net");
+        let root = BitMapBackend::new(&path, (1300, 460)).into_drawing_area();
+        root.fill(&WHITE).map_err(DrawError::from)?;
+        // The last panel's four labels are the longest.
+        let (left, rest) = root.split_horizontally(420);
+        let (middle, right) = rest.split_horizontally(320);
+        panel(&left, "TCP in / out, median", "Mbit/s", 0, &tcp)?;
+        panel(&middle, "TCP round trip, median (p90)", "ms", 2, &rr)?;
+        panel(&right, "docker run true, median (p90)", "s", 1, &run)?;
+        root.present().map_err(DrawError::from)?;
+    }
     Ok(written)
+}
+
+/// Network: iperf3 throughput each way (median), the round trip and `docker run` on the
+/// bridge and with `--network none` (median, p90 whisker), per runtime.
+fn net_bars(samples: &[Sample]) -> Option<[Vec<Bar>; 3]> {
+    let mut out: [Vec<Bar>; 3] = Default::default();
+    for (direction, short) in [("host_to_container", "in"), ("container_to_host", "out")] {
+        for rt in Runtime::ALL {
+            let values: Vec<f64> = samples
+                .iter()
+                .filter_map(|s| match s {
+                    Sample::NetTcp {
+                        runtime,
+                        direction: d,
+                        bits_per_second,
+                    } if *runtime == rt && d == direction => Some(bits_per_second / 1e6),
+                    _ => None,
+                })
+                .collect();
+            if let Some(s) = summary(&values) {
+                out[0].push(Bar {
+                    label: format!("{} {short}", rt.name()),
+                    value: s.median,
+                    whisker: None,
+                    color: color(rt),
+                });
+            }
+        }
+    }
+    for rt in Runtime::ALL {
+        let values: Vec<f64> = samples
+            .iter()
+            .filter_map(|s| match *s {
+                Sample::NetRr { runtime, ms } if runtime == rt => Some(ms),
+                _ => None,
+            })
+            .collect();
+        if let Some(s) = summary(&values) {
+            out[1].push(Bar {
+                label: rt.name().to_owned(),
+                value: s.median,
+                whisker: Some(s.p90),
+                color: color(rt),
+            });
+        }
+    }
+    for rt in Runtime::ALL {
+        for network in ["bridge", "none"] {
+            let values: Vec<f64> = samples
+                .iter()
+                .filter_map(|s| match s {
+                    Sample::NetRun {
+                        runtime,
+                        network: n,
+                        ms,
+                    } if *runtime == rt && n == network => Some(ms / 1000.0),
+                    _ => None,
+                })
+                .collect();
+            if let Some(s) = summary(&values) {
+                out[2].push(Bar {
+                    label: format!("{} {network}", rt.name()),
+                    value: s.median,
+                    whisker: Some(s.p90),
+                    color: color(rt),
+                });
+            }
+        }
+    }
+    out.iter().any(|bars| !bars.is_empty()).then_some(out)
 }
 
 /// `run` and `exec` of `true`: a median bar with its p90 whisker per runtime.
@@ -369,5 +451,39 @@ mod tests {
         let [w, r, u] = fs_bars(&samples).expect("bars");
         assert_eq!((w[0].value, r[0].value, u[0].value), (128.0, 512.0, 3.5));
         assert!(fs_bars(&[]).is_none());
+    }
+
+    #[test]
+    fn net_bars_group_by_direction_and_network() {
+        let tcp = |runtime, direction: &str, bits_per_second| Sample::NetTcp {
+            runtime,
+            direction: direction.to_owned(),
+            bits_per_second,
+        };
+        let run = |runtime, network: &str, ms| Sample::NetRun {
+            runtime,
+            network: network.to_owned(),
+            ms,
+        };
+        let samples = [
+            tcp(Runtime::Runc, "container_to_host", 2e9),
+            tcp(Runtime::Runvm, "host_to_container", 1e8),
+            tcp(Runtime::Runvm, "host_to_container", 3e8),
+            tcp(Runtime::Runvm, "host_to_container", 2e8),
+            Sample::NetRr {
+                runtime: Runtime::Runc,
+                ms: 0.25,
+            },
+            run(Runtime::Runvm, "none", 4000.0),
+            run(Runtime::Runvm, "bridge", 6000.0),
+        ];
+        let [t, rr, r] = net_bars(&samples).expect("bars");
+        let labels = |bars: &[Bar]| bars.iter().map(|b| b.label.clone()).collect::<Vec<_>>();
+        assert_eq!(labels(&t), ["runvm in", "runc out"]);
+        assert_eq!((t[0].value, t[1].value), (200.0, 2000.0));
+        assert_eq!(labels(&rr), ["runc"]);
+        assert_eq!(labels(&r), ["runvm bridge", "runvm none"]);
+        assert_eq!((r[0].value, r[1].value), (6.0, 4.0));
+        assert!(net_bars(&[]).is_none());
     }
 }

@@ -113,6 +113,31 @@ pub enum Sample {
         /// Untar of the file tree.
         untar_ms: f64,
     },
+    /// One iperf3 run between the host and a container on docker's bridge.
+    NetTcp {
+        /// The runtime.
+        runtime: Runtime,
+        /// `host_to_container` or `container_to_host`.
+        direction: String,
+        /// Throughput as the receiver counted it.
+        bits_per_second: f64,
+    },
+    /// One TCP round trip between the host and an echo in a container.
+    NetRr {
+        /// The runtime.
+        runtime: Runtime,
+        /// Wall time.
+        ms: f64,
+    },
+    /// One `docker run --rm IMAGE true`.
+    NetRun {
+        /// The runtime.
+        runtime: Runtime,
+        /// `bridge` or `none`.
+        network: String,
+        /// Wall time.
+        ms: f64,
+    },
 }
 
 /// Reads a samples file; lines that are not JSON objects (progress) are skipped.
