@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_manager::{EventManager, MutEventSubscriber};
 use virtio_bindings::bindings::virtio_ring::VRING_USED_F_NO_NOTIFY;
-use virtio_queue::Queue;
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
@@ -50,10 +50,19 @@ impl Interrupt for CountingInterrupt {
 }
 
 /// The guest driver's side of a device's queues, in guest memory `mem`.
+///
+/// `MockSplitQueue` lays out the descriptor table and the available ring; its used ring is
+/// not used: the mock places it `size` bytes after the start of the available ring's entries
+/// (a length in entries taken for one in bytes), over the second half of that ring, which
+/// a queue filled past half would corrupt. Each queue's used ring goes right after its
+/// available ring instead (4-byte aligned), as a driver lays it out.
 pub(crate) struct DriverQueues<'a> {
     mem: &'a GuestMemoryMmap,
-    size: u16,
+    /// Per queue, its size.
+    sizes: Vec<u16>,
     queues: Vec<MockSplitQueue<'a, GuestMemoryMmap>>,
+    /// Per queue, where its used ring is.
+    used_addrs: Vec<GuestAddress>,
     /// Per queue, the used ring entries read so far.
     used_seen: Vec<u16>,
 }
@@ -61,14 +70,38 @@ pub(crate) struct DriverQueues<'a> {
 impl<'a> DriverQueues<'a> {
     /// Queues of `size` entries, one at each of `addrs`, nothing published yet.
     pub(crate) fn new(mem: &'a GuestMemoryMmap, addrs: &[u64], size: u16) -> Self {
+        let layout: Vec<(u64, u16)> = addrs.iter().map(|&addr| (addr, size)).collect();
+        Self::with_sizes(mem, &layout)
+    }
+
+    /// Queues at each of `layout`'s addresses, of its size, nothing published yet.
+    pub(crate) fn with_sizes(mem: &'a GuestMemoryMmap, layout: &[(u64, u16)]) -> Self {
+        let queues: Vec<_> = layout
+            .iter()
+            .map(|&(addr, size)| MockSplitQueue::create(mem, GuestAddress(addr), size))
+            .collect();
+        let used_addrs: Vec<GuestAddress> = queues
+            .iter()
+            .zip(layout)
+            .map(|(queue, &(_, size))| {
+                // flags, idx, the ring, used_event.
+                let avail_len = 6 + 2 * u64::from(size);
+                let used = queue
+                    .avail_addr()
+                    .unchecked_add(avail_len)
+                    .checked_align_up(4)
+                    .unwrap();
+                // flags, idx.
+                mem.write_obj([0u16; 2], used).unwrap();
+                used
+            })
+            .collect();
         DriverQueues {
             mem,
-            size,
-            queues: addrs
-                .iter()
-                .map(|&addr| MockSplitQueue::create(mem, GuestAddress(addr), size))
-                .collect(),
-            used_seen: vec![0; addrs.len()],
+            sizes: layout.iter().map(|&(_, size)| size).collect(),
+            queues,
+            used_addrs,
+            used_seen: vec![0; layout.len()],
         }
     }
 
@@ -76,7 +109,12 @@ impl<'a> DriverQueues<'a> {
     pub(crate) fn device_queues(&self) -> Vec<Queue> {
         self.queues
             .iter()
-            .map(|q| q.create_queue::<Queue>().unwrap())
+            .zip(&self.used_addrs)
+            .map(|(q, used)| {
+                let mut queue = q.create_queue::<Queue>().unwrap();
+                queue.set_used_ring_address(Some(used.0 as u32), Some((used.0 >> 32) as u32));
+                queue
+            })
             .collect()
     }
 
@@ -103,7 +141,7 @@ impl<'a> DriverQueues<'a> {
         let idx = avail.idx().load();
         avail
             .ring()
-            .ref_at(usize::from(idx % self.size))
+            .ref_at(usize::from(idx % self.sizes[queue]))
             .unwrap()
             .store(head);
         avail.idx().store(idx.wrapping_add(1));
@@ -119,21 +157,19 @@ impl<'a> DriverQueues<'a> {
     pub(crate) fn set_used_event(&self, queue: usize, used_event: u16) {
         let addr = self.queues[queue]
             .avail_addr()
-            .unchecked_add(4 + 2 * u64::from(self.size));
+            .unchecked_add(4 + 2 * u64::from(self.sizes[queue]));
         self.mem.write_obj(used_event, addr).unwrap();
     }
 
     /// `avail_event` of `queue` (with event indexes: notify me once you publish past it).
     pub(crate) fn avail_event(&self, queue: usize) -> u16 {
-        let addr = self.queues[queue]
-            .used_addr()
-            .unchecked_add(4 + 8 * u64::from(self.size));
+        let addr = self.used_addrs[queue].unchecked_add(4 + 8 * u64::from(self.sizes[queue]));
         self.mem.read_obj(addr).unwrap()
     }
 
     /// The used ring's flags of `queue` (`VRING_USED_F_NO_NOTIFY`: do not notify me).
     pub(crate) fn used_flags(&self, queue: usize) -> u16 {
-        self.mem.read_obj(self.queues[queue].used_addr()).unwrap()
+        self.mem.read_obj(self.used_addrs[queue]).unwrap()
     }
 
     /// Whether a driver that published chains on `queue` from available index `old` to now
@@ -151,28 +187,31 @@ impl<'a> DriverQueues<'a> {
     /// Whether a device that moved the used index of `queue` from `old` to now should
     /// interrupt a driver that set `used_event` (with event indexes), as the spec puts it.
     pub(crate) fn interrupt_wanted(&self, queue: usize, old: u16) -> bool {
-        let new = self.queues[queue].used().idx().load();
+        let new = self.used_idx(queue);
         let addr = self.queues[queue]
             .avail_addr()
-            .unchecked_add(4 + 2 * u64::from(self.size));
+            .unchecked_add(4 + 2 * u64::from(self.sizes[queue]));
         let event: u16 = self.mem.read_obj(addr).unwrap();
         new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
     }
 
+    /// The used index of `queue`.
+    fn used_idx(&self, queue: usize) -> u16 {
+        let addr = self.used_addrs[queue].unchecked_add(2);
+        self.mem.read_obj(addr).unwrap()
+    }
+
     /// The used ring entries of `queue` not read yet: (head, len).
     pub(crate) fn take_used(&mut self, queue: usize) -> Vec<(u16, u32)> {
-        let used = self.queues[queue].used();
-        let idx = used.idx().load();
-        let seen = &mut self.used_seen[queue];
+        let idx = self.used_idx(queue);
         let mut out = Vec::new();
-        while *seen != idx {
-            let elem = used
-                .ring()
-                .ref_at(usize::from(*seen % self.size))
-                .unwrap()
-                .load();
-            out.push((elem.id() as u16, elem.len()));
-            *seen = seen.wrapping_add(1);
+        while self.used_seen[queue] != idx {
+            let at = u64::from(self.used_seen[queue] % self.sizes[queue]);
+            let addr = self.used_addrs[queue].unchecked_add(4 + 8 * at);
+            // struct virtq_used_elem { le32 id; le32 len; }
+            let [id, len]: [u32; 2] = self.mem.read_obj(addr).unwrap();
+            out.push((id as u16, len));
+            self.used_seen[queue] = self.used_seen[queue].wrapping_add(1);
         }
         out
     }

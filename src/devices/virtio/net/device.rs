@@ -12,7 +12,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
@@ -20,20 +20,30 @@ use vmm_sys_util::eventfd::EventFd;
 use super::backend::{OffloadControl, Tap, TunOffloads};
 use super::handle::{BackendChange, Counters, Shared, handle_pair};
 use super::header::{Negotiated, tap_offloads};
-use super::{MAX_BUF_LEN, NUM_QUEUES, NetError, NetHandle, NetStats, QUEUE_SIZE};
+use super::{
+    MAX_BUF_LEN, NUM_QUEUES, NetError, NetHandle, NetStats, RX_QUEUE, RX_QUEUE_SIZE, TX_QUEUE,
+    TX_QUEUE_SIZE,
+};
 use crate::devices::virtio::watcher::FdWatcher;
 use crate::devices::virtio::{
     ActivateError, Interrupt, TYPE_NET, VIRTIO_F_VERSION_1, VirtioDevice, activation_queues,
 };
 use crate::vmm::GuestMemory;
 
-/// Maximum size of each queue (rx, tx).
-const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
-/// Everything the device offers: event indexes, the offloads of a tap (checksums, TCP
-/// segmentation and its ECN bit, both ways), mergeable rx buffers, the MAC and the link status.
-/// No UFO/USO, no control queue.
+/// Maximum size of each queue, in queue index order (see [`RX_QUEUE_SIZE`],
+/// [`TX_QUEUE_SIZE`]).
+const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = {
+    let mut sizes = [0; NUM_QUEUES];
+    sizes[RX_QUEUE] = RX_QUEUE_SIZE;
+    sizes[TX_QUEUE] = TX_QUEUE_SIZE;
+    sizes
+};
+/// Everything the device offers: event indexes, indirect descriptors, the offloads of a tap
+/// (checksums, TCP segmentation and its ECN bit, both ways), mergeable rx buffers, the MAC and
+/// the link status. No UFO/USO, no control queue.
 pub(super) const FEATURES: u64 = VIRTIO_F_VERSION_1
     | (1 << VIRTIO_RING_F_EVENT_IDX)
+    | (1 << VIRTIO_RING_F_INDIRECT_DESC)
     | (1 << VIRTIO_NET_F_CSUM)
     | (1 << VIRTIO_NET_F_GUEST_CSUM)
     | (1 << VIRTIO_NET_F_MAC)
@@ -127,7 +137,7 @@ impl Net {
             tx_buf: vec![0; MAX_BUF_LEN],
             rx_buf: vec![0; MAX_BUF_LEN],
             rx_pending: None,
-            rx_chains: Vec::with_capacity(usize::from(QUEUE_SIZE)),
+            rx_chains: Vec::with_capacity(usize::from(RX_QUEUE_SIZE)),
             errors_seen: 0,
         };
         Ok((device, handle))

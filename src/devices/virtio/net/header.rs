@@ -15,7 +15,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6,
 };
-use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 use super::VNET_HDR_LEN;
 
@@ -56,6 +56,8 @@ pub(super) struct Negotiated {
     pub(super) mergeable_rx: bool,
     /// Notifications both ways follow the rings' event indexes (`VIRTIO_RING_F_EVENT_IDX`).
     pub(super) event_idx: bool,
+    /// Chains may go through an indirect table (`VIRTIO_RING_F_INDIRECT_DESC`).
+    pub(super) indirect_desc: bool,
 }
 
 impl Negotiated {
@@ -73,6 +75,7 @@ impl Negotiated {
             rx_ecn: has(VIRTIO_NET_F_GUEST_ECN),
             mergeable_rx: has(VIRTIO_NET_F_MRG_RXBUF),
             event_idx: has(VIRTIO_RING_F_EVENT_IDX),
+            indirect_desc: has(VIRTIO_RING_F_INDIRECT_DESC),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! virtio-net (virtio v1.2 §5.1): one guest NIC whose frames go to and come from a host tap.
 //!
 //! **Features.** [`VIRTIO_F_VERSION_1`](super::VIRTIO_F_VERSION_1), `VIRTIO_RING_F_EVENT_IDX`,
-//! `VIRTIO_NET_F_MAC` and `VIRTIO_NET_F_STATUS`; the offloads a tap can do: `CSUM`,
-//! `HOST_TSO4`, `HOST_TSO6`, `HOST_ECN` (guest to tap), `GUEST_CSUM`, `GUEST_TSO4`,
-//! `GUEST_TSO6`, `GUEST_ECN` (tap to guest); and `MRG_RXBUF`. No UFO/USO, no control queue.
+//! `VIRTIO_RING_F_INDIRECT_DESC`, `VIRTIO_NET_F_MAC` and `VIRTIO_NET_F_STATUS`; the offloads
+//! a tap can do: `CSUM`, `HOST_TSO4`, `HOST_TSO6`, `HOST_ECN` (guest to tap), `GUEST_CSUM`,
+//! `GUEST_TSO4`, `GUEST_TSO6`, `GUEST_ECN` (tap to guest); and `MRG_RXBUF`. No UFO/USO, no
+//! control queue.
 //! The config space holds the placeholder MAC of its slot ([`guest_init::netspec::slot_mac`];
 //! the guest sets the real one itself) and a link status that is always up.
 //!
@@ -21,6 +22,12 @@
 //! only once it has drained the queue, for rx kicks only once it ran out of buffers, and
 //! interrupts the guest only when the driver's `used_event` says so (see `tx.rs`, `rx.rs`).
 //!
+//! **Indirect descriptors** let a chain live in a table of its own and take one entry of the
+//! ring: a 64 KiB TSO frame that Linux gathers from up to `MAX_SKB_FRAGS + 2` buffers takes
+//! that many otherwise. Both queues take them (`chain.rs` walks every chain, through a table
+//! or not, and refuses those it cannot walk to their end). The tx queue is also larger than
+//! the rx queue (see [`TX_QUEUE_SIZE`], [`RX_QUEUE_SIZE`]).
+//!
 //! **Receive buffers.** With `MRG_RXBUF` a frame (up to [`MAX_BUF_LEN`], a 64 KiB segment from
 //! a tap with TSO) spans as many chains as it needs, `num_buffers` in its header saying how
 //! many; without it each frame takes one chain (the guest posts 64 KiB chains when it accepts
@@ -29,6 +36,7 @@
 //!
 //! The device is shaped like the other virtio devices:
 //! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the backend swap;
+//! - `chain.rs`: the descriptors of a chain, through an indirect table or not, checked;
 //! - `header.rs`: the vnet header, what each direction may carry, the tap's offload flags;
 //! - `tx.rs`: guest to tap (descriptor chains gathered into one frame, then one `write`);
 //! - `rx.rs`: tap to guest (one `read` per frame, scattered into one chain or several);
@@ -38,13 +46,16 @@
 //!   tap), including when the tap is watched (see there).
 //!
 //! **Security.** Everything in the queues comes from a hostile guest: descriptor addresses and
-//! lengths are checked against guest memory, a frame is bounded by [`MAX_BUF_LEN`], a bad
-//! chain fails (and is returned with length 0) alone, a tx header asks for nothing that was
-//! not negotiated, and the device never blocks: a tap that cannot take a frame loses it, a
-//! frame waiting for rx buffers stops the device reading the tap. Errors are logged,
-//! [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS) at most.
+//! lengths are checked against guest memory, a chain must end inside its table (no loops; at
+//! most one indirect table, of at most a queue's worth of entries, inside guest memory), a
+//! frame is bounded by [`MAX_BUF_LEN`], a bad chain fails (and is returned with length 0)
+//! alone, a tx header asks for nothing that was not negotiated, and the device never blocks:
+//! a tap that cannot take a frame loses it, a frame waiting for rx buffers stops the device
+//! reading the tap. Errors are logged, [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS) at
+//! most.
 
 mod backend;
+mod chain;
 mod device;
 mod event_handler;
 mod handle;
@@ -56,12 +67,26 @@ mod tx;
 
 use std::io;
 
+pub use chain::ChainError;
 pub use device::Net;
 pub use handle::{NetHandle, NetStats};
 pub use header::HeaderError;
 
-/// The largest size of each queue.
-pub const QUEUE_SIZE: u16 = 256;
+/// The largest size of the rx queue. The guest keeps it full of buffers (with mergeable
+/// buffers, up to a page each): 256 of them already hold a dozen 64 KiB frames, the device
+/// reads the tap only as fast as it finds buffers, and a deeper ring would pin more guest
+/// memory per NIC for nothing.
+pub const RX_QUEUE_SIZE: u16 = 256;
+/// The largest size of the tx queue. With indirect descriptors a frame takes one entry when
+/// Linux can allocate its table (`GFP_ATOMIC`); when it cannot, or for a driver without
+/// them, a 64 KiB TSO frame takes up to `MAX_SKB_FRAGS + 2` (19) entries, and Linux stops
+/// the queue once fewer than that are free: 1024 entries keep some 53 such frames in flight,
+/// against 13 in 256, and four times as many small frames. The mmio transport offers any
+/// power of two up to this (virtio-queue takes up to 32768) and Linux's `virtio_mmio` sets
+/// up what `QueueNumMax` says (halving it only if the allocation fails). It costs the guest
+/// some tens of KiB (rings and per-entry state), the device nothing: it keeps no state per
+/// entry, and drains at most [`MAX_TX_CHAINS_PER_EVENT`] per turn whatever the size.
+pub const TX_QUEUE_SIZE: u16 = 1024;
 /// Number of queues: rx and tx (no control queue, one pair).
 pub const NUM_QUEUES: usize = 2;
 /// Index of the rx queue (tap to guest).
@@ -78,9 +103,10 @@ pub const MAX_FRAME_LEN: usize = 65550;
 /// most this much.
 pub const MAX_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
 /// Frames received per wake-up of the tap, so that the event loop stays fair.
-pub const MAX_RX_FRAMES_PER_EVENT: usize = QUEUE_SIZE as usize;
-/// Tx chains handled per queue event before the device lets other events run.
-pub const MAX_TX_CHAINS_PER_EVENT: usize = QUEUE_SIZE as usize;
+pub const MAX_RX_FRAMES_PER_EVENT: usize = RX_QUEUE_SIZE as usize;
+/// Tx chains handled per queue event before the device lets other events run (a quarter of
+/// a full tx queue: the same turn as the rx side's).
+pub const MAX_TX_CHAINS_PER_EVENT: usize = 256;
 
 /// Why the device could not serve a descriptor chain, a frame or a queue (logged, never
 /// fatal).
@@ -110,6 +136,9 @@ pub enum NetError {
     /// A frame needs more buffers than the rx queue can ever hold at once.
     #[error("a {0}-byte frame does not fit in the whole rx queue")]
     RxQueueTooSmall(usize),
+    /// A chain cannot be walked to its end (see `chain.rs`).
+    #[error("bad chain: {0}")]
+    Chain(#[from] ChainError),
     /// A descriptor points outside guest memory.
     #[error("descriptor outside guest memory")]
     OutOfMemory,

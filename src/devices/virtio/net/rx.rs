@@ -1,6 +1,8 @@
 //! Tap to guest: one frame (header included) read from the tap, its header checked against
 //! what the guest accepted, then scattered into the guest's rx chains: one chain, or with
 //! mergeable rx buffers as many as it needs, `num_buffers` in its header saying how many.
+//! Chains may go through an indirect table: the ring holds their heads all the same, and the
+//! queue's position (which the device rewinds, below) counts heads, not descriptors.
 //!
 //! A frame is only read while the guest has a usable chain (bad chains at the front of the
 //! queue are returned unused first, without costing a frame). Once read, the frame is the
@@ -21,12 +23,13 @@ use std::io;
 use vm_memory::{Bytes, GuestMemory as _};
 
 use super::backend::Tap;
+use super::chain::Chain;
 use super::device::{Net, log_error, notify_guest, rearm_notification};
 use super::handle::Counters;
 use super::header::{Negotiated, check_rx, set_num_buffers};
 use super::{MAX_RX_FRAMES_PER_EVENT, NetError, RX_QUEUE, VNET_HDR_LEN};
 use crate::vmm::GuestMemory;
-use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
 /// One chain a frame is being spread over: its head, and the bytes of the frame written into
 /// it, or `None` for a bad chain met after the frame's first (returned unused with the frame).
@@ -57,6 +60,8 @@ struct RxQueue<'a> {
     queue: &'a mut Queue,
     counters: &'a Counters,
     errors_seen: &'a mut u32,
+    /// The driver accepted indirect descriptors.
+    indirect: bool,
 }
 
 impl Net {
@@ -90,6 +95,7 @@ impl Net {
             queue: &mut active.rx,
             counters: &shared.counters,
             errors_seen,
+            indirect: negotiated.indirect_desc,
         };
         let used_before = rx.queue.next_used();
         // The device is reading: the driver need not say it added buffers until it runs out.
@@ -215,6 +221,11 @@ impl RxQueue<'_> {
         more
     }
 
+    /// Takes the next available chain, if any.
+    fn pop(&mut self) -> Option<Chain> {
+        Chain::pop(self.queue, self.mem, self.indirect)
+    }
+
     /// Returns `head` to the guest with used length `len`.
     fn add_used(&mut self, head: u16, len: u32) {
         if let Err(err) = self.queue.add_used(self.mem, head, len) {
@@ -233,11 +244,11 @@ impl RxQueue<'_> {
     /// usable one follows (it is left available).
     fn return_bad_chains(&mut self, mergeable: bool) -> bool {
         for _ in 0..self.queue.size() {
-            let Some(chain) = self.queue.pop_descriptor_chain(self.mem) else {
+            let Some(chain) = self.pop() else {
                 return false;
             };
-            let head = chain.head_index();
-            match usable_capacity(self.mem, chain, mergeable) {
+            let head = chain.head();
+            match usable_capacity(self.mem, &chain, mergeable) {
                 Ok(_) => {
                     self.queue.go_to_previous_position();
                     return true;
@@ -256,11 +267,11 @@ impl RxQueue<'_> {
             set_num_buffers(hdr, 1);
         }
         for _ in 0..self.queue.size() {
-            let Some(chain) = self.queue.pop_descriptor_chain(self.mem) else {
+            let Some(chain) = self.pop() else {
                 break;
             };
-            let head = chain.head_index();
-            let used_len = match rx_capacity(self.mem, chain.clone()) {
+            let head = chain.head();
+            let used_len = match rx_capacity(self.mem, &chain) {
                 Err(err) => {
                     self.return_bad(head, &err);
                     continue;
@@ -269,7 +280,7 @@ impl RxQueue<'_> {
                     Counters::add(&self.counters.rx_dropped, 1);
                     0
                 }
-                Ok(_) => match write_rx_frame(self.mem, chain, frame) {
+                Ok(_) => match write_rx_frame(self.mem, &chain, frame) {
                     Ok(()) => {
                         self.count_delivered(frame.len());
                         // At most MAX_BUF_LEN.
@@ -317,17 +328,17 @@ impl RxQueue<'_> {
                 log_error(self.errors_seen, &NetError::RxQueueTooSmall(frame.len()));
                 return Placement::Done;
             }
-            let Some(chain) = self.queue.pop_descriptor_chain(self.mem) else {
+            let Some(chain) = self.pop() else {
                 let seen = self.queue.next_avail();
                 self.queue.set_next_avail(start);
                 return Placement::NoRoom { seen };
             };
             popped += 1;
-            let head = chain.head_index();
-            let filled = usable_capacity(self.mem, chain.clone(), true).and_then(|capacity| {
+            let head = chain.head();
+            let filled = usable_capacity(self.mem, &chain, true).and_then(|capacity| {
                 let end = written.saturating_add(capacity).min(frame.len());
                 let part = frame.get(written..end).unwrap_or_default();
-                write_rx_frame(self.mem, chain.clone(), part).map(|()| part.len())
+                write_rx_frame(self.mem, &chain, part).map(|()| part.len())
             });
             match filled {
                 Ok(len) => {
@@ -355,7 +366,7 @@ impl RxQueue<'_> {
             }
             let hdr = frame.get(..VNET_HDR_LEN).unwrap_or_default();
             if let Some(first) = first
-                && let Err(err) = write_rx_frame(self.mem, first, hdr)
+                && let Err(err) = write_rx_frame(self.mem, &first, hdr)
             {
                 // The guest changed the chain under us: the frame is lost.
                 Counters::add(&self.counters.rx_dropped, 1);
@@ -390,11 +401,7 @@ impl RxQueue<'_> {
 
 /// What the rx chain `chain` can take ([`rx_capacity`]); with mergeable buffers at least a
 /// header's worth (virtio v1.2 §5.1.6.3.1), or it is refused.
-fn usable_capacity(
-    mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
-    mergeable: bool,
-) -> Result<usize, NetError> {
+fn usable_capacity(mem: &GuestMemory, chain: &Chain, mergeable: bool) -> Result<usize, NetError> {
     let capacity = rx_capacity(mem, chain)?;
     if mergeable && capacity < VNET_HDR_LEN {
         return Err(NetError::RxChainTooShort(capacity));
@@ -403,13 +410,12 @@ fn usable_capacity(
 }
 
 /// The bytes the rx chain `chain` can take: the sum of its descriptors, which must all be
-/// device-writable and inside guest memory.
-pub(super) fn rx_capacity(
-    mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
-) -> Result<usize, NetError> {
+/// device-writable and inside guest memory, the chain walked to its end
+/// ([`ChainError`](super::ChainError)).
+pub(super) fn rx_capacity(mem: &GuestMemory, chain: &Chain) -> Result<usize, NetError> {
     let mut capacity = 0usize;
-    for desc in chain {
+    for desc in chain.descriptors(mem) {
+        let desc = desc?;
         if !desc.is_write_only() {
             return Err(NetError::ReadOnlyRx);
         }
@@ -424,16 +430,19 @@ pub(super) fn rx_capacity(
 
 /// Scatters `frame` over the descriptors of `chain`, in order, from its start. Checked again
 /// while writing: the guest may have changed the chain since [`rx_capacity`] looked at it.
+/// The walk stops once the frame is written: what follows was checked by [`rx_capacity`],
+/// and the guest alone would suffer from its change.
 pub(super) fn write_rx_frame(
     mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
+    chain: &Chain,
     frame: &[u8],
 ) -> Result<(), NetError> {
     let mut rest = frame;
-    for desc in chain {
+    for desc in chain.descriptors(mem) {
         if rest.is_empty() {
             break;
         }
+        let desc = desc?;
         if !desc.is_write_only() {
             return Err(NetError::ReadOnlyRx);
         }

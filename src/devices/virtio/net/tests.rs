@@ -6,7 +6,8 @@
 //! `tx.rs` covers guest to tap, `rx.rs` tap to guest, `backend.rs` the handle, the event
 //! loop and the config space; `notify.rs` the event indexes, `offload.rs` the offloads (the
 //! headers each way and the tap's `TUNSETOFFLOAD`), `mergeable.rs` mergeable rx buffers and
-//! the frame that waits for them.
+//! the frame that waits for them, `indirect.rs` chains through indirect tables (and hostile
+//! ones).
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -15,8 +16,11 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventManager, SubscriberOps};
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::bindings::virtio_ring::{
+    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
 use virtio_queue::Queue;
+use virtio_queue::desc::RawDescriptor;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
@@ -30,6 +34,7 @@ use crate::devices::virtio::test_utils::{
 use crate::devices::virtio::watcher::FdWatcher;
 
 mod backend;
+mod indirect;
 mod mergeable;
 mod notify;
 mod offload;
@@ -45,12 +50,23 @@ const SLOT_SIZE: u64 = 0x2_0000;
 /// Descriptors per chain, at most.
 const DESCS_PER_SLOT: u16 = 4;
 /// Chains in flight per queue.
-const SLOTS: u16 = QUEUE_SIZE / DESCS_PER_SLOT;
+const SLOTS: u16 = RX_QUEUE_SIZE / DESCS_PER_SLOT;
+/// Where in a chain's slot its indirect tables go (after its data; the first is large enough
+/// for a tx queue's worth of entries and one more).
+const TABLE_OFFSETS: [u64; 2] = [0x1_8000, 0x1_c800];
 /// An address past the end of guest memory.
 const OUTSIDE: u64 = MEM_SIZE as u64 + 0x1000;
 
 fn test_memory() -> GuestMemoryMmap {
     crate::devices::virtio::test_utils::test_memory(MEM_SIZE)
+}
+
+/// The driver's queues, as large as the device allows (as Linux sets them up).
+fn driver_queues(mem: &GuestMemoryMmap) -> DriverQueues<'_> {
+    let mut layout = [(0, 0); NUM_QUEUES];
+    layout[RX_QUEUE] = (QUEUE_ADDRS[RX_QUEUE], RX_QUEUE_SIZE);
+    layout[TX_QUEUE] = (QUEUE_ADDRS[TX_QUEUE], TX_QUEUE_SIZE);
+    DriverQueues::with_sizes(mem, &layout)
 }
 
 /// The tap's stand-in: the device's end (left blocking: `attach` must make it non-blocking,
@@ -114,6 +130,31 @@ fn wo(len: u32) -> Seg {
     }
 }
 
+/// The descriptors of buffers `bufs` (address, length, device-writable), linked from index
+/// `first` on; the last links to the one after it too if `more`.
+fn linked(bufs: &[(u64, u32, bool)], first: u16, more: bool) -> Vec<RawDescriptor> {
+    let mut descs = Vec::new();
+    for (i, &(addr, len, write)) in bufs.iter().enumerate() {
+        let mut flags = if write { VRING_DESC_F_WRITE } else { 0 };
+        let next = if i + 1 < bufs.len() || more {
+            flags |= VRING_DESC_F_NEXT;
+            first + i as u16 + 1
+        } else {
+            0
+        };
+        descs.push(desc(addr, len, flags, next));
+    }
+    descs
+}
+
+/// Writes the indirect table `descs` at `addr`.
+fn write_table(mem: &GuestMemoryMmap, addr: u64, descs: &[RawDescriptor]) {
+    for (i, raw) in descs.iter().enumerate() {
+        mem.write_obj(*raw, GuestAddress(addr + 16 * i as u64))
+            .unwrap();
+    }
+}
+
 /// A guest driver talking to the device through its queues.
 struct TestGuest<'a> {
     mem: &'a GuestMemoryMmap,
@@ -143,7 +184,7 @@ impl<'a> TestGuest<'a> {
         let (device, handle) = Net::new(SLOT).unwrap();
         TestGuest {
             mem,
-            queues: DriverQueues::new(mem, &QUEUE_ADDRS, QUEUE_SIZE),
+            queues: driver_queues(mem),
             device: Arc::new(Mutex::new(device)),
             handle,
             interrupt: Arc::new(CountingInterrupt::default()),
@@ -269,16 +310,29 @@ impl<'a> TestGuest<'a> {
     /// Writes the chain `segs` at a free slot of `queue` and publishes it (without notifying);
     /// returns its head. `data` fills the readable descriptors, in order.
     fn push_chain(&mut self, queue: usize, segs: &[Seg], data: &[u8]) -> u16 {
-        assert!(segs.len() <= usize::from(DESCS_PER_SLOT));
+        self.push_shaped(queue, segs, data, segs.len())
+    }
+
+    /// The same, with the descriptors from `direct` on in an indirect table (in the chain's
+    /// slot, at [`TABLE_OFFSETS`]`[0]`): the ring holds those before it, then one descriptor
+    /// that refers to the table.
+    fn push_indirect(&mut self, queue: usize, direct: usize, segs: &[Seg], data: &[u8]) -> u16 {
+        assert!(direct < segs.len());
+        self.push_shaped(queue, segs, data, direct)
+    }
+
+    /// Writes `segs`, the first `direct` in the ring and the rest in an indirect table.
+    fn push_shaped(&mut self, queue: usize, segs: &[Seg], data: &[u8], direct: usize) -> u16 {
         let slot = self.free_slots[queue]
             .pop_front()
             .expect("a free chain slot");
         let head = slot * DESCS_PER_SLOT;
-        let mut addr = BUF_BASES[queue] + u64::from(slot) * SLOT_SIZE;
+        let base = BUF_BASES[queue] + u64::from(slot) * SLOT_SIZE;
+        let mut addr = base;
         let mut rest = data;
         let mut layout = Vec::new();
-        let mut descs = Vec::new();
-        for (i, seg) in segs.iter().enumerate() {
+        let mut bufs = Vec::new();
+        for seg in segs {
             let at = seg.addr.unwrap_or(addr);
             if !seg.write && seg.addr.is_none() {
                 let take = rest.len().min(seg.len as usize);
@@ -287,21 +341,44 @@ impl<'a> TestGuest<'a> {
                     .unwrap();
                 rest = &rest[take..];
             }
-            let index = head + i as u16;
-            let last = i + 1 == segs.len();
-            let mut flags = if seg.write { VRING_DESC_F_WRITE } else { 0 };
-            if !last {
-                flags |= VRING_DESC_F_NEXT;
-            }
-            descs.push(desc(at, seg.len, flags, if last { 0 } else { index + 1 }));
+            bufs.push((at, seg.len, seg.write));
             layout.push((at, seg.len));
             if seg.addr.is_none() {
                 addr += u64::from(seg.len);
             }
         }
+        let (in_ring, in_table) = bufs.split_at(direct);
+        let mut descs = linked(in_ring, head, !in_table.is_empty());
+        if !in_table.is_empty() {
+            assert!(addr <= base + TABLE_OFFSETS[0], "chain data over its table");
+            let table = base + TABLE_OFFSETS[0];
+            write_table(self.mem, table, &linked(in_table, 0, false));
+            let len = 16 * in_table.len() as u32;
+            descs.push(desc(table, len, VRING_DESC_F_INDIRECT, 0));
+        }
+        assert!(descs.len() <= usize::from(DESCS_PER_SLOT));
         self.queues.store(queue, head, &descs);
         self.queues.publish(queue, head);
         self.layouts.insert((queue, head), layout);
+        head
+    }
+
+    /// Publishes on `queue` (without notifying) the descriptors `build` makes for a free slot,
+    /// given its head and the address of its memory (`SLOT_SIZE` bytes); returns the head.
+    /// Nothing is recorded of the chain: the device is expected to refuse it.
+    fn push_raw(
+        &mut self,
+        queue: usize,
+        build: impl FnOnce(u16, u64) -> Vec<RawDescriptor>,
+    ) -> u16 {
+        let slot = self.free_slots[queue]
+            .pop_front()
+            .expect("a free chain slot");
+        let head = slot * DESCS_PER_SLOT;
+        let descs = build(head, BUF_BASES[queue] + u64::from(slot) * SLOT_SIZE);
+        assert!(descs.len() <= usize::from(DESCS_PER_SLOT));
+        self.queues.store(queue, head, &descs);
+        self.queues.publish(queue, head);
         head
     }
 

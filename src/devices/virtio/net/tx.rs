@@ -1,6 +1,7 @@
-//! Guest to tap: every chain of the tx queue gathered into one frame (header included),
-//! checked, and written to the tap in one `write`. Nothing is written to tx buffers: every
-//! chain goes back with used length 0, sent or dropped.
+//! Guest to tap: every chain of the tx queue (in the ring or through an indirect table)
+//! gathered into one frame (header included), checked, and written to the tap in one `write`.
+//! Nothing is written to tx buffers: every chain goes back with used length 0, sent or
+//! dropped.
 //!
 //! While it drains the queue the device asks the driver not to notify it (with event indexes
 //! that is the default: the driver notifies only when it makes available the entry the
@@ -10,12 +11,13 @@
 use vm_memory::Bytes;
 
 use super::backend::Tap;
+use super::chain::Chain;
 use super::device::{Net, log_error, notify_guest, rearm_notification};
 use super::handle::Counters;
 use super::header::{Negotiated, check_tx};
 use super::{MAX_TX_CHAINS_PER_EVENT, NetError, TX_QUEUE, VNET_HDR_LEN};
 use crate::vmm::GuestMemory;
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::QueueT;
 
 impl Net {
     /// Sends every frame the guest queued on tx (at most [`MAX_TX_CHAINS_PER_EVENT`] per
@@ -42,9 +44,9 @@ impl Net {
             if let Err(err) = active.tx.disable_notification(mem) {
                 log_error(errors_seen, &NetError::Queue(err));
             }
-            while let Some(chain) = active.tx.pop_descriptor_chain(mem) {
-                let head = chain.head_index();
-                match read_tx_frame(mem, chain, tx_buf, negotiated) {
+            while let Some(chain) = Chain::pop(&mut active.tx, mem, negotiated.indirect_desc) {
+                let head = chain.head();
+                match read_tx_frame(mem, &chain, tx_buf, negotiated) {
                     Ok(len) => send_frame(
                         backend.as_mut(),
                         tx_buf.get(..len).unwrap_or_default(),
@@ -119,17 +121,19 @@ fn send_frame(tap: Option<&mut Tap>, frame: &[u8], counters: &Counters, errors_s
 }
 
 /// Gathers the tx chain `chain` into `buf` and checks its header; returns the length of
-/// header plus frame. Refuses chains with a device-writable descriptor, longer than `buf`
+/// header plus frame. Refuses chains that cannot be walked to their end
+/// ([`ChainError`](super::ChainError)), with a device-writable descriptor, longer than `buf`
 /// (sized [`MAX_BUF_LEN`](super::MAX_BUF_LEN)) or shorter than the header, and frames whose
 /// header asks for what was not `negotiated` ([`check_tx`]).
 pub(super) fn read_tx_frame(
     mem: &GuestMemory,
-    chain: DescriptorChain<&GuestMemory>,
+    chain: &Chain,
     buf: &mut [u8],
     negotiated: &Negotiated,
 ) -> Result<usize, NetError> {
     let mut len = 0usize;
-    for desc in chain {
+    for desc in chain.descriptors(mem) {
+        let desc = desc?;
         if desc.is_write_only() {
             return Err(NetError::WriteOnlyTx);
         }

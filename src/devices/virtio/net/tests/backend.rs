@@ -137,7 +137,7 @@ fn reset_keeps_the_tap_but_stops_watching_it_until_activation() {
     guest.pump();
 
     // The driver starts over with fresh queues.
-    guest.queues = DriverQueues::new(&mem, &QUEUE_ADDRS, QUEUE_SIZE);
+    guest.queues = driver_queues(&mem);
     guest.free_slots = [(0..SLOTS).collect(), (0..SLOTS).collect()];
     guest.activate();
     guest.provide_rx(1, 2048);
@@ -153,7 +153,7 @@ fn config_space_holds_the_mac_and_link_up() {
     assert_eq!(device.mac(), mac);
     assert_eq!(device.slot(), SLOT);
     assert_eq!(device.device_type(), TYPE_NET);
-    assert_eq!(device.queue_max_sizes(), &[QUEUE_SIZE, QUEUE_SIZE]);
+    assert_eq!(device.queue_max_sizes(), &[RX_QUEUE_SIZE, TX_QUEUE_SIZE]);
     let features = VIRTIO_F_VERSION_1 | (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_STATUS);
     assert_eq!(device.device_features() & features, features);
     assert_eq!(device.device_features(), super::super::device::FEATURES);
@@ -184,7 +184,7 @@ fn config_space_holds_the_mac_and_link_up() {
 fn activation_needs_two_queues_once() {
     let mem = test_memory();
     let (mut device, _handle) = Net::new(SLOT).unwrap();
-    let queues = DriverQueues::new(&mem, &QUEUE_ADDRS, QUEUE_SIZE);
+    let queues = driver_queues(&mem);
     let make = |n: usize| -> Vec<Queue> {
         let mut made = queues.device_queues();
         made.truncate(n);

@@ -161,7 +161,7 @@ fn rx_without_event_idx_sets_no_notify_while_it_has_buffers() {
 #[test]
 fn rearm_looks_again_after_asking() {
     let mem = test_memory();
-    let queues = DriverQueues::new(&mem, &QUEUE_ADDRS, QUEUE_SIZE);
+    let queues = driver_queues(&mem);
     let mut queue = queues.device_queues().remove(RX_QUEUE);
     queue.set_event_idx(true);
     let mut errors = 0;
@@ -181,7 +181,7 @@ fn rearm_looks_again_after_asking() {
     assert_eq!(queues.avail_event(RX_QUEUE), 1);
     assert_eq!(queue.next_avail(), 0, "the queue's position is left alone");
     // A driver publishing an index the queue refuses does not make the device spin.
-    for _ in 0..QUEUE_SIZE {
+    for _ in 0..RX_QUEUE_SIZE {
         queues.publish(RX_QUEUE, 0);
     }
     assert!(!rearm_notification(&mut queue, &mem, 1, &mut errors));

@@ -421,7 +421,7 @@ fn a_tap_that_refuses_offloads_stays_plain_and_is_not_asked_again() {
         assert_eq!(tap.offloads(), None);
     }
     assert!(guest.dev().reset());
-    guest.queues = DriverQueues::new(&mem, &QUEUE_ADDRS, QUEUE_SIZE);
+    guest.queues = driver_queues(&mem);
     guest.free_slots = [(0..SLOTS).collect(), (0..SLOTS).collect()];
     guest.activate();
     assert_eq!(log.flags().len(), 2);
