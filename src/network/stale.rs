@@ -1,6 +1,6 @@
 //! Redirects left behind by a VM that is gone. A sandbox killed with SIGKILL cannot remove
 //! its interface's ingress qdisc; its taps die with it, and the kernel then reports the
-//! redirect's target as interface 0. [`clear_dangling`] removes such a qdisc (an interface
+//! redirect's target as interface 0. [`inspect`] and [`clear_dangling`] remove such a qdisc (an interface
 //! whose every redirect points at no live interface), so the namespace is as the engine
 //! made it; a redirect to a live interface (another VM's tap) is never touched.
 
@@ -12,15 +12,29 @@ pub fn all_dead(targets: &[u32], mut alive: impl FnMut(u32) -> bool) -> bool {
     !targets.is_empty() && targets.iter().all(|&t| t == 0 || !alive(t))
 }
 
-/// Clears `ifindex`'s ingress qdisc if all its redirects are dangling; true if it did.
-pub fn clear_if_dangling(ifindex: u32) -> Result<bool, NetworkError> {
+/// What an interface's ingress redirects are, after [`inspect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redirects {
+    /// None at all.
+    None,
+    /// Every one pointed at nothing: the qdisc was removed.
+    Cleared,
+    /// At least one goes to a live interface (another VM's tap).
+    Live,
+}
+
+/// Reads `ifindex`'s redirects once, removing its ingress qdisc if they all dangle.
+pub fn inspect(ifindex: u32) -> Result<Redirects, NetworkError> {
     let targets = tc::redirect_targets(ifindex)?;
+    if targets.is_empty() {
+        return Ok(Redirects::None);
+    }
     let mut nl = link::open()?;
     if !all_dead(&targets, |t| link::name_of(&mut nl, t).is_some()) {
-        return Ok(false);
+        return Ok(Redirects::Live);
     }
     tc::clear(ifindex)?;
-    Ok(true)
+    Ok(Redirects::Cleared)
 }
 
 /// Clears every dangling redirect on the calling thread's namespace's interfaces; returns
@@ -28,7 +42,7 @@ pub fn clear_if_dangling(ifindex: u32) -> Result<bool, NetworkError> {
 pub fn clear_dangling() -> Result<usize, NetworkError> {
     let mut cleared = 0;
     for iface in scan()?.interfaces {
-        if clear_if_dangling(iface.index)? {
+        if inspect(iface.index)? == Redirects::Cleared {
             cleared += 1;
         }
     }

@@ -114,25 +114,7 @@ impl GuestNet {
             return Ok(());
         }
         let synced = self.nics.lock().unwrap_or_else(|p| p.into_inner()).sync()?;
-        let last_shared = self.last.as_ref().and_then(|l| l.shared.as_ref());
-        if let Some(why) = synced.shared.as_ref().filter(|_| last_shared.is_none()) {
-            eprintln!("runvm: the container has loopback only: {why}");
-        }
-        for name in &synced.unwired {
-            eprintln!(
-                "runvm: warning: {name} is not wired to the VM: all {NET_SLOTS} NIC slots are taken"
-            );
-        }
-        let changed = match &self.last {
-            Some(last) => last.spec != synced.spec,
-            // The guest starts with every NIC down and unconfigured, and no relay.
-            None => !synced.spec.nics.is_empty() || !synced.spec.dns_relay.is_empty(),
-        };
-        if changed {
-            agent
-                .network(synced.spec.clone(), timeout)
-                .map_err(GuestNetError::Guest)?;
-        }
+        deliver(&synced, self.last.as_ref(), agent, timeout).map_err(GuestNetError::Guest)?;
         self.last = Some(synced);
         Ok(())
     }
@@ -140,14 +122,43 @@ impl GuestNet {
     /// From now on, a thread follows the namespace's changes into the guest.
     pub fn follow(&mut self, agent: Arc<Agent>) {
         if let Some(socket) = self.socket.take() {
-            let last = self.last.clone().unwrap_or(Synced {
-                spec: Default::default(),
-                unwired: Vec::new(),
-                shared: None,
-            });
+            let last = self.last.clone().unwrap_or_default();
             watch::spawn(socket, self.nics.clone(), agent, last);
         }
     }
+}
+
+/// Logs what is new in `synced` since `last` (loopback only, interfaces without a slot)
+/// and sends the guest its network if that changed (the guest starts with every NIC down
+/// and no relay).
+fn deliver(
+    synced: &Synced,
+    last: Option<&Synced>,
+    agent: &Agent,
+    timeout: Duration,
+) -> Result<(), AgentError> {
+    if let Some(why) = synced
+        .shared
+        .as_ref()
+        .filter(|_| last.is_none_or(|l| l.shared.is_none()))
+    {
+        eprintln!("runvm: the container has loopback only: {why}");
+    }
+    for name in &synced.unwired {
+        if last.is_none_or(|l| !l.unwired.contains(name)) {
+            eprintln!(
+                "runvm: warning: {name} is not wired to the VM: all {NET_SLOTS} NIC slots are taken"
+            );
+        }
+    }
+    let changed = match last {
+        Some(last) => last.spec != synced.spec,
+        None => !synced.spec.nics.is_empty() || !synced.spec.dns_relay.is_empty(),
+    };
+    if changed {
+        agent.network(synced.spec.clone(), timeout)?;
+    }
+    Ok(())
 }
 
 impl Drop for GuestNet {

@@ -16,7 +16,8 @@
 use guest_init::netspec::NetSpec;
 
 use crate::devices::virtio::net::NetHandle;
-use crate::network::{Interface, NetworkError, Wire, scan, stale, tap_name, tc};
+use crate::network::stale::{self, Redirects};
+use crate::network::{Interface, NetworkError, Wire, scan, tap_name};
 
 /// Why the NICs could not be brought in line with the namespace.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,7 @@ pub enum NicsError {
 }
 
 /// What one [`Nics::sync`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Synced {
     /// The guest's wanted network.
     pub spec: NetSpec,
@@ -175,15 +176,13 @@ fn unwire(slot: &mut Slot) {
 /// Why `iface` cannot be ours: its ingress already redirects to a live interface (another
 /// VM's tap). A redirect left by a VM that is gone is removed first.
 fn used_elsewhere(iface: &Interface) -> Option<String> {
-    let _ = stale::clear_if_dangling(iface.index);
-    match tc::redirect_targets(iface.index) {
-        Ok(targets) if !targets.is_empty() => Some(format!(
+    (stale::inspect(iface.index).ok()? == Redirects::Live).then(|| {
+        format!(
             "{} already carries another VM's traffic (the network namespace is shared with \
              another runvm container)",
             iface.name
-        )),
-        _ => None,
-    }
+        )
+    })
 }
 
 impl Nics {

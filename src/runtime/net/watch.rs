@@ -72,15 +72,7 @@ fn follow(socket: Socket, nics: &Mutex<Nics>, agent: &Agent, mut last: Synced) {
                 continue;
             }
         };
-        if let Some(why) = synced.shared.as_ref().filter(|_| last.shared.is_none()) {
-            eprintln!("runvm: the container has loopback only: {why}");
-        }
-        let sent = if synced.spec != last.spec {
-            agent.network(synced.spec.clone(), APPLY_PATIENCE)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = sent {
+        if let Err(e) = super::deliver(&synced, Some(&last), agent, APPLY_PATIENCE) {
             eprintln!("runvm: warning: the guest did not take the network change: {e}");
             if matches!(e, crate::agent::AgentError::Io(_)) {
                 return;
