@@ -42,6 +42,10 @@ pub fn loopback_resolvers(spec: &Spec) -> Vec<IpAddr> {
     let Some(source) = source else {
         return Vec::new();
     };
+    // Only a regular file is read (a FIFO named by a bad config.json would block create).
+    if !std::fs::metadata(&source).is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
     let text = std::fs::File::open(&source).and_then(|f| {
         let mut text = String::new();
         io::Read::read_to_string(&mut io::Read::take(f, MAX_RESOLV_CONF), &mut text)?;
