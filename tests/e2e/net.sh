@@ -126,35 +126,14 @@ net_connect_disconnect() {
     docker network rm "$net" >/dev/null
 }
 
-# tcp_send FILE IP PORT / tcp_sha256 IP PORT SIZE: the host's end of a bulk transfer
-# (python3, retried until the container's listener is up): sends FILE then closes its side,
-# or prints the sha256 of the first SIZE bytes received (busybox nc does not close its side
-# at the end of its input).
-tcp_send() {
-    python3 - "$@" <<'PY'
-import socket, sys, time
-path, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for _ in range(120):
-    try:
-        s = socket.create_connection((host, port), timeout=10)
-        break
-    except OSError:
-        time.sleep(0.5)
-else:
-    sys.exit(f"cannot connect to {host}:{port}")
-s.settimeout(120)
-with open(path, "rb") as f:
-    while chunk := f.read(1 << 20):
-        s.sendall(chunk)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-PY
-}
-
-tcp_sha256() {
+# tcp_bulk send FILE IP PORT / tcp_bulk sha256 SIZE IP PORT: the host's end of a bulk
+# transfer (python3, retried until the container's listener is up): sends FILE then closes
+# its side and waits for the peer's close, or prints the sha256 of the first SIZE bytes
+# received (busybox nc does not close its side at the end of its input).
+tcp_bulk() {
     python3 - "$@" <<'PY'
 import hashlib, socket, sys, time
-host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+mode, arg, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 for _ in range(120):
     try:
         s = socket.create_connection((host, port), timeout=10)
@@ -164,12 +143,18 @@ for _ in range(120):
 else:
     sys.exit(f"cannot connect to {host}:{port}")
 s.settimeout(120)
-h = hashlib.sha256()
-got = 0
-while got < size and (data := s.recv(min(1 << 20, size - got))):
-    h.update(data)
-    got += len(data)
-print(h.hexdigest())
+if mode == "send":
+    with open(arg, "rb") as f:
+        while chunk := f.read(1 << 20):
+            s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    s.recv(1)
+else:
+    size, got, h = int(arg), 0, hashlib.sha256()
+    while got < size and (data := s.recv(min(1 << 20, size - got))):
+        h.update(data)
+        got += len(data)
+    print(h.hexdigest())
 PY
 }
 
@@ -184,12 +169,12 @@ net_bulk() {
     local want; want=$(sha256sum <"$W/bulk.in" | cut -d' ' -f1)
     # Host -> container: nc in the container writes what it receives to a file.
     docker exec -d "$c" sh -c 'nc -l -p 5001 >/bulk/in'
-    tcp_send "$W/bulk.in" "$ip" 5001
-    # tcp_send returned once the container's nc closed: the file is whole.
+    tcp_bulk send "$W/bulk.in" "$ip" 5001
+    # tcp_bulk returned once the container's nc closed: the file is whole.
     expect "$(docker exec "$c" sh -c 'sha256sum </bulk/in' | cut -d' ' -f1)" "$want"
     # Container -> host.
     docker exec -d "$c" sh -c 'nc -l -p 5002 </bulk/in'
-    expect "$(tcp_sha256 "$ip" 5002 "$((NET_BULK_MIB << 20))")" "$want"
+    expect "$(tcp_bulk sha256 "$((NET_BULK_MIB << 20))" "$ip" 5002)" "$want"
     rm -f "$W/bulk.in"
     docker rm -f "$c" >/dev/null
 }
