@@ -7,5 +7,6 @@ pub mod mount;
 pub mod netlink;
 pub mod netspec;
 pub mod protocol;
+pub mod portfwd;
 pub mod pty;
 pub mod spec;

@@ -111,6 +111,10 @@ pub struct NetSpec {
     /// the guest answers DNS there by relaying to the host ([`crate::dnsrelay`]).
     #[serde(default)]
     pub dns_relay: Vec<IpAddr>,
+    /// The container shares the host's network: guest-init reports the TCP ports it listens
+    /// on and serves the connections the host forwards to them ([`crate::portfwd`]).
+    #[serde(default)]
+    pub publish_listeners: bool,
 }
 
 impl NetSpec {
@@ -204,6 +208,7 @@ mod tests {
             }],
             neighbours: vec![],
             dns_relay: vec!["127.0.0.11".parse().unwrap()],
+            publish_listeners: true,
         };
         spec.validate().unwrap();
         let text = serde_json::to_string(&spec).unwrap();

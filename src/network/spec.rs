@@ -84,6 +84,7 @@ impl Scan {
             routes,
             neighbours,
             dns_relay: Vec::new(),
+            publish_listeners: false,
         }
     }
 }

@@ -170,6 +170,7 @@ fn scenario() {
         routes: vec![via("10.9.0.1", "eth0"), via("fd09::1", "eth0")],
         neighbours: vec![neighbour("10.9.0.1", 1, "eth0")],
         dns_relay: vec![],
+        publish_listeners: false,
     };
     apply(&first).expect("first spec");
     check(&mut nl, &first);
@@ -188,6 +189,7 @@ fn scenario() {
         routes: vec![via("10.8.0.1", "eth0"), via("fd08::1", "eth0")],
         neighbours: vec![neighbour("fd08::1", 2, "eth0")],
         dns_relay: vec![],
+        publish_listeners: false,
     };
     second.routes.push(RouteSpec {
         dst: Some(cidr("192.168.7.0/24")),
@@ -240,6 +242,7 @@ fn scenario() {
         routes: vec![via("10.5.0.1", a)],
         neighbours: vec![],
         dns_relay: vec![],
+        publish_listeners: false,
     };
     apply(&two("eth0", "eth1")).expect("two nics");
     check(&mut nl, &two("eth0", "eth1"));
