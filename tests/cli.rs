@@ -102,6 +102,7 @@ fn check_text_has_one_line_per_check_and_a_conclusion() {
             "tun",
             "tc",
             "vhost-net",
+            "passt",
             "cgroup",
             "kernel",
             "initramfs",

@@ -6,7 +6,7 @@ pub mod dnsrelay;
 pub mod mount;
 pub mod netlink;
 pub mod netspec;
-pub mod protocol;
 pub mod portfwd;
+pub mod protocol;
 pub mod pty;
 pub mod spec;

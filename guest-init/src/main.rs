@@ -17,6 +17,7 @@ mod oom;
 mod power;
 mod process;
 mod procs;
+mod publish;
 mod vsock;
 
 use std::io::{BufReader, BufWriter};
@@ -25,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use guest_init::dnsrelay::{DNS_RELAY_PORT, Relay};
+use guest_init::portfwd::LISTENERS_PORT;
 use guest_init::protocol::{
     CONTROL_PORT, GuestMessage, HostMessage, PROTOCOL_VERSION, read_frame, write_frame,
 };
@@ -96,6 +98,7 @@ fn serve(boottime: u64) -> Result<(), String> {
     };
     let processes = process::Processes::default();
     let dns_relay = Relay::default();
+    let publisher = publish::Publisher::default();
     let hello = GuestMessage::Hello {
         protocol: PROTOCOL_VERSION,
         kernel_release: power::kernel_release(),
@@ -177,6 +180,12 @@ fn serve(boottime: u64) -> Result<(), String> {
                     dns_relay.ensure(&spec.dns_relay, || {
                         vsock::connect(HOST_CID, DNS_RELAY_PORT, CONNECT_PATIENCE)
                     })
+                });
+                let applied = applied.and_then(|()| {
+                    if !spec.publish_listeners {
+                        return Ok(());
+                    }
+                    publisher.ensure(|| vsock::connect(HOST_CID, LISTENERS_PORT, CONNECT_PATIENCE))
                 });
                 match applied {
                     Ok(()) => GuestMessage::Done,

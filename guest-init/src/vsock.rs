@@ -80,3 +80,58 @@ pub fn wait_for_close(mut stream: &File, limit: Duration) {
         }
     }
 }
+
+/// A stream socket listening on a vsock port of the guest, for the host to connect to.
+pub struct Listener(OwnedFd);
+
+/// Listens on the guest's vsock port `port` (any local CID).
+pub fn listen(port: u32) -> io::Result<Listener> {
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain old data; zeroed is a valid value.
+    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    addr.svm_cid = libc::VMADDR_CID_ANY;
+    addr.svm_port = port;
+    // SAFETY: `addr` is a valid sockaddr_vm and the length is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: listen takes no pointers; `fd` is a bound socket.
+    if unsafe { libc::listen(fd, 64) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Listener(owned))
+}
+
+impl Listener {
+    /// Waits for the next connection.
+    pub fn accept(&self) -> io::Result<File> {
+        // SAFETY: null address pointers ask for no peer address; the fd is ours.
+        let fd = unsafe {
+            libc::accept4(
+                self.0.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly accepted socket that nothing else owns.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}

@@ -195,6 +195,7 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         allow_software_kvm: args.setup_only,
         shared_dir: None,
         net_slots: 0,
+        net_offloads: true,
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     if args.setup_only {
@@ -287,6 +288,7 @@ fn share_in_vm(
         allow_software_kvm: false,
         shared_dir: Some(at.to_owned()),
         net_slots: 0,
+        net_offloads: true,
     };
     let vm = MicroVm::start(&vm_config).context("cannot start the VM")?;
     let agent = Agent::accept(&vm, Duration::from_secs(args.timeout))?;

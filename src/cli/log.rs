@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use clap::ValueEnum;
@@ -28,8 +29,28 @@ impl LogFormat {
     }
 }
 
+/// The process's logger, for reports made far from the CLI ([`warning`]).
+static INSTALLED: OnceLock<Logger> = OnceLock::new();
+
+/// Makes `logger` the one [`warning`] writes through (the first call wins).
+pub fn install(logger: Logger) {
+    let _ = INSTALLED.set(logger);
+}
+
+/// A warning that is no error of the container's: a line in the `--log` file when there is
+/// one (level `warning`), where the engines keep the runtime's messages; on stderr
+/// otherwise. A sandbox's stderr is the container's, so what only concerns the host stays
+/// out of it when a log exists.
+pub fn warning(msg: &str) {
+    let msg = msg.replace('\n', " ");
+    match INSTALLED.get() {
+        Some(logger) if logger.file.is_some() => logger.write("warning", &msg),
+        _ => eprintln!("runvm: warning: {msg}"),
+    }
+}
+
 /// Where reports go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Logger {
     file: Option<PathBuf>,
     format: LogFormat,
@@ -45,11 +66,16 @@ impl Logger {
     pub fn error(&self, msg: &str) {
         let msg = msg.replace('\n', " ");
         eprintln!("runvm: {msg}");
+        self.write("error", &msg);
+    }
+
+    /// Appends one line of `level` to the log file, if there is one.
+    fn write(&self, level: &str, msg: &str) {
         if let Some(path) = &self.file {
             let line = format_line(
                 self.format,
-                "error",
-                &msg,
+                level,
+                msg,
                 &crate::time::rfc3339(SystemTime::now()),
             );
             // A log file we cannot write must not hide the error itself, already on stderr.
@@ -85,6 +111,18 @@ mod tests {
         assert_eq!(v["msg"], "bad \"spec\"");
         assert_eq!(v["time"], "T");
         assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+    }
+
+    #[test]
+    fn warnings_go_to_the_log_file_at_their_level() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("log.json");
+        let logger = Logger::new(Some(path.clone()), LogFormat::Json);
+        logger.write("warning", "vhost-net not used");
+        let v: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim_end()).unwrap();
+        assert_eq!(v["level"], "warning");
+        assert_eq!(v["msg"], "vhost-net not used");
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod create;
 mod debug;
 mod exec;
 mod lifecycle;
-mod log;
+pub mod log;
 mod resources;
 mod run;
 mod spec;
@@ -116,6 +116,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let logger = log::Logger::new(cli.log.clone(), cli.log_format);
+    log::install(logger.clone());
     // Verbs that only print end quietly when their reader goes (`runvm list | head`), as
     // runc's do; the others relay containers' output and must outlive a closed pipe.
     if matches!(

@@ -26,7 +26,8 @@ pub enum Verdict {
 /// One finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Short name: `kvm`, `vsock`, `tun`, `tc`, `vhost-net`, `cgroup`, `kernel`, `initramfs`.
+    /// Short name: `kvm`, `vsock`, `tun`, `tc`, `vhost-net`, `passt`, `cgroup`, `kernel`,
+    /// `initramfs`.
     pub name: &'static str,
     /// The verdict.
     pub verdict: Verdict,
@@ -177,6 +178,34 @@ fn vhost_net_check(root: &HostRoot) -> Check {
     }
 }
 
+/// Where passt is looked for (the engines run runvm with a system `PATH`).
+const PASST_PATHS: [&str; 4] = [
+    "/usr/bin/passt",
+    "/usr/sbin/passt",
+    "/usr/local/bin/passt",
+    "/bin/passt",
+];
+
+/// passt gives `--network host` containers the host's network; without it they fail to
+/// start (with a line that says so) and nothing else changes.
+fn passt_check(root: &HostRoot) -> Check {
+    let (verdict, detail) = match PASST_PATHS.iter().find(|p| root.path(p).is_file()) {
+        Some(path) => (
+            Verdict::Ok,
+            format!("{path}: --network host containers get the host's network"),
+        ),
+        None => (
+            Verdict::Warn,
+            "no passt: --network host containers cannot start (apt install passt)".to_owned(),
+        ),
+    };
+    Check {
+        name: "passt",
+        verdict,
+        detail,
+    }
+}
+
 fn describe(state: ModuleState) -> &'static str {
     match state {
         ModuleState::BuiltIn => "built in",
@@ -224,6 +253,7 @@ pub fn run(root: &HostRoot, config: &Config) -> Report {
         tun_check(root),
         tc_check(root),
         vhost_net_check(root),
+        passt_check(root),
         cgroup_check(cgroup),
         asset_check("kernel", &config.kernel, AssetRole::Kernel),
         asset_check("initramfs", &config.initramfs, AssetRole::Initramfs),
@@ -266,6 +296,12 @@ mod tests {
         // No kernel release, no modules tree: the tc pieces are missing, a warning only.
         assert_eq!(verdict_of(&report, "tc"), Verdict::Warn);
         assert_eq!(verdict_of(&report, "vhost-net"), Verdict::Ok);
+        // No passt: a warning that names the package.
+        assert_eq!(verdict_of(&report, "passt"), Verdict::Warn);
+        std::fs::create_dir_all(p.join("usr/bin")).unwrap();
+        std::fs::write(p.join("usr/bin/passt"), b"\x7fELF").unwrap();
+        let with_passt = run(&HostRoot::at(p), &Config::defaults(p));
+        assert_eq!(verdict_of(&with_passt, "passt"), Verdict::Ok);
         assert!(!report.ok);
         let kvm = report.checks.iter().find(|c| c.name == "kvm").unwrap();
         assert!(kvm.detail.contains("kvm_pvm"), "{}", kvm.detail);
@@ -314,6 +350,7 @@ mod tests {
                 "tun",
                 "tc",
                 "vhost-net",
+                "passt",
                 "cgroup",
                 "kernel",
                 "initramfs"

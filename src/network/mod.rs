@@ -20,6 +20,7 @@
 //! Namespaces belong to threads: call these from a thread inside the container's namespace.
 
 mod link;
+pub mod passt;
 pub mod scan;
 mod spec;
 pub mod stale;

@@ -362,6 +362,7 @@ fn in_vm(
     if exec.console_size.is_none() {
         exec.console_size = terminal.as_ref().and_then(Terminal::size);
     }
+    let net_slots = net::slots_for(&bundle.spec);
     let vm = MicroVm::start(&VmConfig {
         kernel: config.kernel,
         initramfs: Some(config.initramfs),
@@ -372,7 +373,8 @@ fn in_vm(
         debug: opts.debug,
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
-        net_slots: net::slots_for(&bundle.spec),
+        net_slots: net_slots.count,
+        net_offloads: net_slots.offloads,
     })?;
     if let Some(p) = opts.pid_file {
         write_pid_file_for(p, std::process::id()).map_err(io_err("cannot write the pid file"))?;

@@ -28,7 +28,7 @@ use crate::devices::legacy::serial::{self, COM1_IRQ};
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
-use crate::devices::virtio::net::{Net, NetHandle};
+use crate::devices::virtio::net::{Net, NetHandle, NetOptions};
 use crate::devices::virtio::vsock::{Vsock, VsockHandle};
 use crate::host::HostRoot;
 use crate::host::kvm::{self as host_kvm, KvmBackend};
@@ -37,6 +37,15 @@ use crate::host::kvm::{self as host_kvm, KvmBackend};
 pub const GUEST_CID: u64 = guest_init::protocol::GUEST_CID;
 /// The virtio-fs tag of the shared directory.
 pub const SHARE_TAG: &str = "runvm";
+/// Set to `0`, the NICs of the VMs built from then on never hand their queues to the
+/// kernel's vhost-net: the VMM moves every frame itself (for comparing both in one run).
+pub const VHOST_NET_ENV: &str = "RUNVM_VHOST_NET";
+
+/// Whether the environment lets the NICs use vhost-net ([`VHOST_NET_ENV`]; on by default, and
+/// used only where `/dev/vhost-net` opens).
+fn vhost_net_allowed() -> bool {
+    std::env::var_os(VHOST_NET_ENV).is_none_or(|value| value != "0")
+}
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -60,6 +69,9 @@ pub struct VmConfig {
     /// virtio-net devices (slots 0..n), each without a backend until one is attached
     /// through [`MicroVm::nics`].
     pub net_slots: u32,
+    /// Whether those NICs offer a tap's checksum and segmentation offloads (not for a
+    /// backend such as passt's socket, which takes whole frames only).
+    pub net_offloads: bool,
     /// Start even on kvm_pvm, where guests cannot really run: for measuring the VMM's own
     /// set-up, which is native there.
     pub allow_software_kvm: bool,
@@ -275,8 +287,12 @@ impl MicroVm {
             virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;
         }
         let mut nics = Vec::new();
+        let net_options = NetOptions {
+            offloads: config.net_offloads,
+            vhost: vhost_net_allowed(),
+        };
         for slot in 0..config.net_slots {
-            let (net, handle) = Net::new(slot).map_err(io("virtio-net"))?;
+            let (net, handle) = Net::with_options(slot, net_options).map_err(io("virtio-net"))?;
             virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(net)))?;
             nics.push(handle);
         }

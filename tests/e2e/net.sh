@@ -2,8 +2,8 @@
 # busybox image) and a running dockerd with its default bridge and iptables. Every scenario
 # asks for runc's behaviour: the container's eth0 as docker set it up (MAC, address, route,
 # MTU), published ports, containers of both runtimes on one bridge reaching each other both
-# ways, IPv6, names on a user-defined network, connect and disconnect while running, and
-# bulk data with its sha256 intact in both directions.
+# ways, IPv6, names on a user-defined network, connect and disconnect while running, bulk
+# data with its sha256 intact in both directions, and `--network host`.
 
 # Bytes moved each way by the bulk scenario (the issue's 1 GiB by hand: NET_BULK_MIB=1024).
 : "${NET_BULK_MIB:=16}"
@@ -179,6 +179,71 @@ net_bulk() {
     docker rm -f "$c" >/dev/null
 }
 
+# The far end of the host's uplink for `--network host`: a namespace of its own,
+# 198.51.100.2 (a router) and 198.51.100.3 (a server) on a veth whose host end has
+# 198.51.100.1. Made once per run; where the host has no default route (L1), one via the
+# router (passt needs a way out), as a user's machine has. (passt maps the default gateway's
+# address to the host itself, so the server is not the router.)
+NET_UPLINK_NS=e2e-uplink
+uplink() {
+    ip netns list | grep -qw "$NET_UPLINK_NS" && return 0
+    ip netns add "$NET_UPLINK_NS"
+    ip link add e2e-up type veth peer name e2e-down netns "$NET_UPLINK_NS"
+    ip addr add 198.51.100.1/24 dev e2e-up
+    ip link set e2e-up up
+    ip -n "$NET_UPLINK_NS" addr add 198.51.100.2/24 dev e2e-down
+    ip -n "$NET_UPLINK_NS" addr add 198.51.100.3/24 dev e2e-down
+    ip -n "$NET_UPLINK_NS" link set e2e-down up
+    ip -n "$NET_UPLINK_NS" link set lo up
+    [ -n "$(ip route show default)" ] || ip route add default via 198.51.100.2
+}
+
+# Live passt processes (not zombies).
+# (Debian's passt runs its AVX2 build where it can: passt.avx2.)
+passts() { ps -eo stat=,comm= | awk '($2 == "passt" || $2 == "passt.avx2") && $1 !~ /^Z/' | wc -l; }
+
+net_host() {
+    # --network host: a connection out leaves from the host's address; a port the container
+    # listens on is the host's, on 127.0.0.1 and on the uplink, and free again after rm.
+    uplink
+    rm -f "$W"/hostnet.*
+    local before; before=$(passts)
+    local port=$((18180 + $(subnet_index)))
+    # The network's end: one connection, its peer's address written down.
+    ip netns exec "$NET_UPLINK_NS" python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.3", 9000)); s.listen(1); s.settimeout(120)
+open(sys.argv[1] + ".ready", "w").close()
+c, peer = s.accept(); line = c.makefile().readline().strip()
+open(sys.argv[1], "w").write(peer[0] + " " + line + "\n")' "$W/hostnet.peer" &
+    local server=$!
+    wait_until 20 test -e "$W/hostnet.peer.ready"
+    docker run --rm --network host --runtime "$RUNTIME" "$IMAGE" \
+        sh -c 'echo out-from-the-container | nc 198.51.100.3 9000'
+    wait "$server"
+    expect "$(cat "$W/hostnet.peer")" "198.51.100.1 out-from-the-container"
+    rm -f "$W/hostnet.peer" "$W/hostnet.peer.ready"
+    local c; c=$(name hostnet)
+    docker run -d --name "$c" --network host --runtime "$RUNTIME" "$IMAGE" sh -c \
+        "mkdir -p /w && echo 'hi from $c' >/w/index.html && exec httpd -f -p $port -h /w" >/dev/null
+    local got
+    got=$(fetch "http://127.0.0.1:$port/") || { ss -ltnp; docker logs "$c"; false; }
+    expect "$got" "hi from $c"
+    # docker names the host's own namespace in the spec: its interfaces stay the host's
+    # (no tap, no redirect).
+    [ -z "$(tc qdisc show dev e2e-up ingress)" ]
+    [ -z "$(ip -o link show | grep rvtap)" ]
+    expect "$(ip netns exec "$NET_UPLINK_NS" wget -qO- -T 5 "http://198.51.100.1:$port/")" "hi from $c"
+    docker rm -f "$c" >/dev/null
+    # The port is free again, and no passt is left.
+    # (SO_REUSEADDR, as servers bind: the server's side of closed connections waits in
+    # TIME_WAIT, under runc too.)
+    wait_until 10 python3 -c "import socket; s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', $port))"
+    wait_until 10 test "$(passts)" -le "$before"
+}
+
 net_scenarios() {
     scenario "net $RUNTIME: eth0 as docker set it (MAC, address, route, MTU)" net_bridge_config
     scenario "net $RUNTIME: a published port from the host" net_published_port
@@ -186,6 +251,7 @@ net_scenarios() {
     scenario "net $RUNTIME: user-defined network: MTU 1400, IPv6, names" net_user_defined
     scenario "net $RUNTIME: network connect and disconnect while running" net_connect_disconnect
     scenario "net $RUNTIME: $NET_BULK_MIB MiB each way over TCP, sha256 equal" net_bulk
+    scenario "net $RUNTIME: --network host: out from the host's address, listeners as host ports" net_host
 }
 
 # podman's default network (netavark's bridge) and a network of its own with aardvark-dns:

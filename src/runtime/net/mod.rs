@@ -1,11 +1,14 @@
 //! The container's network, host side: the network namespace the container's host process
 //! lives in ([`netns`]), the guest NICs that stand for that namespace's interfaces
 //! ([`nics`]), and the thread that follows the namespace's changes while the container runs
-//! ([`watch`]). [`GuestNet`] ties them to one VM's run.
+//! ([`watch`]); or, for a container that shares the host's network, passt and the ports it
+//! listens on ([`host`], [`ports`]). [`GuestNet`] ties them to one VM's run.
 
 pub mod dns;
+pub mod host;
 pub mod netns;
 pub mod nics;
+pub mod ports;
 pub mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,7 @@ use guest_init::dnsrelay::DNS_RELAY_PORT;
 use crate::agent::{Agent, AgentError};
 use crate::devices::virtio::net::NetHandle;
 use crate::devices::virtio::vsock::VsockHandle;
+use host::HostNet;
 use netns::Network;
 use nics::{Nics, NicsError, Synced};
 
@@ -41,14 +45,33 @@ pub enum GuestNetError {
     /// The DNS relay's vsock port.
     #[error("cannot relay DNS for the container: {0}")]
     Dns(std::io::Error),
+    /// The host's network (passt, the published ports).
+    #[error("--network host: {0}")]
+    Host(String),
 }
 
-/// The virtio-net slots a VM for `spec` gets: none when the container shares the host's
-/// network (no namespace of its own to wire from).
-pub fn slots_for(spec: &Spec) -> u32 {
-    match netns::wanted(spec) {
-        Network::Host => 0,
-        Network::New | Network::Join(_) => NET_SLOTS,
+/// The virtio-net NICs of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// How many.
+    pub count: u32,
+    /// Whether they offer a tap's offloads.
+    pub offloads: bool,
+}
+
+/// The virtio-net slots a VM for `spec` gets: [`NET_SLOTS`] taps for a namespace of its own;
+/// one for passt, without offloads, when the container shares the host's network.
+pub fn slots_for(spec: &Spec) -> Slots {
+    if netns::shares_host(spec) {
+        Slots {
+            count: 1,
+            offloads: false,
+        }
+    } else {
+        Slots {
+            count: NET_SLOTS,
+            offloads: true,
+        }
     }
 }
 
@@ -60,6 +83,9 @@ pub fn clear_stale(spec: &Spec) {
     let Network::Join(path) = netns::wanted(spec) else {
         return;
     };
+    if netns::shares_host(spec) {
+        return;
+    }
     if !path.exists() {
         return;
     }
@@ -77,6 +103,10 @@ pub struct GuestNet {
     nics: Arc<Mutex<Nics>>,
     socket: Option<Socket>,
     last: Option<Synced>,
+    /// The host's network, for a container that shares it (then `socket` is `None`).
+    host: Option<HostNet>,
+    /// The host's network was sent to the guest.
+    host_sent: bool,
 }
 
 impl GuestNet {
@@ -88,28 +118,54 @@ impl GuestNet {
         vsock: &VsockHandle,
         spec: &Spec,
     ) -> Result<GuestNet, GuestNetError> {
+        let host = netns::shares_host(spec);
+        let unwired = |handles, host| GuestNet {
+            nics: Arc::new(Mutex::new(Nics::new(handles, Vec::new()))),
+            socket: None,
+            last: None,
+            host,
+            host_sent: false,
+        };
         if handles.is_empty() {
-            return Ok(GuestNet {
-                nics: Arc::new(Mutex::new(Nics::new(handles, Vec::new()))),
-                socket: None,
-                last: None,
-            });
+            return Ok(unwired(handles, None));
+        }
+        let resolvers = dns::loopback_resolvers(spec);
+        let relay_dns = || -> Result<(), GuestNetError> {
+            if !resolvers.is_empty() {
+                let listener = vsock.listen(DNS_RELAY_PORT).map_err(GuestNetError::Dns)?;
+                dns::serve(listener, resolvers.clone());
+            }
+            Ok(())
+        };
+        if host {
+            let Some(nic) = handles.first() else {
+                return Ok(unwired(handles, None));
+            };
+            let Some(host_net) = HostNet::start(nic, vsock, resolvers.clone())? else {
+                return Ok(unwired(handles, None));
+            };
+            relay_dns()?;
+            return Ok(unwired(Vec::new(), Some(host_net)));
         }
         let socket = watch::subscribe().map_err(GuestNetError::Watch)?;
-        let resolvers = dns::loopback_resolvers(spec);
-        if !resolvers.is_empty() {
-            let listener = vsock.listen(DNS_RELAY_PORT).map_err(GuestNetError::Dns)?;
-            dns::serve(listener, resolvers.clone());
-        }
+        relay_dns()?;
         Ok(GuestNet {
             nics: Arc::new(Mutex::new(Nics::new(handles, resolvers))),
             socket: Some(socket),
             last: None,
+            host: None,
+            host_sent: false,
         })
     }
 
     /// Wires what the namespace has now and tells the guest if that changed.
     pub fn sync(&mut self, agent: &Agent, timeout: Duration) -> Result<(), GuestNetError> {
+        if let Some(host) = self.host.as_ref().filter(|_| !self.host_sent) {
+            agent
+                .network(host.spec.clone(), timeout)
+                .map_err(GuestNetError::Guest)?;
+            self.host_sent = true;
+        }
         if self.socket.is_none() {
             return Ok(());
         }

@@ -58,6 +58,31 @@ pub fn wanted(spec: &Spec) -> Network {
     }
 }
 
+/// The host's network namespace: PID 1's.
+const HOST_NETNS: &str = "/proc/1/ns/net";
+
+/// Whether the container shares the host's network: no namespace of its own in the spec,
+/// or the path of the host's own namespace, which docker gives for `--network host` (its
+/// "default" sandbox, `/var/run/docker/netns/default`). Its interfaces are the host's: they
+/// must never be wired to a VM.
+pub fn shares_host(spec: &Spec) -> bool {
+    match wanted(spec) {
+        Network::Host => true,
+        Network::New => false,
+        Network::Join(path) => same_namespace(&path, std::path::Path::new(HOST_NETNS)),
+    }
+}
+
+/// Whether the namespace files `a` and `b` name the same namespace (false if either
+/// cannot be read).
+fn same_namespace(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Moves the calling (single-threaded) process into the network namespace `spec` asks for.
 pub fn enter(spec: &Spec) -> Result<(), NetnsError> {
     match wanted(spec) {
@@ -130,6 +155,26 @@ mod tests {
         assert_eq!(wanted(&empty), Network::New);
         let join = spec(serde_json::json!([{ "type": "network", "path": "/run/netns/x" }]));
         assert_eq!(wanted(&join), Network::Join("/run/netns/x".into()));
+    }
+
+    #[test]
+    fn the_hosts_namespace_by_path_is_the_hosts() {
+        use std::path::Path;
+        let this = Path::new("/proc/self/ns/net");
+        assert!(same_namespace(this, this));
+        assert!(!same_namespace(this, Path::new("/proc/self/ns/mnt")));
+        assert!(!same_namespace(this, Path::new("/nonexistent")));
+        assert!(shares_host(&spec(serde_json::json!([{ "type": "pid" }]))));
+        assert!(!shares_host(&spec(
+            serde_json::json!([{ "type": "network" }])
+        )));
+        let host = spec(serde_json::json!([{ "type": "network", "path": HOST_NETNS }]));
+        // As root (where runvm runs), PID 1's namespace is readable: it is the host's.
+        let readable = std::fs::metadata(HOST_NETNS).is_ok();
+        assert_eq!(shares_host(&host), readable);
+        let elsewhere =
+            spec(serde_json::json!([{ "type": "network", "path": "/proc/self/ns/mnt" }]));
+        assert!(!shares_host(&elsewhere));
     }
 
     #[test]

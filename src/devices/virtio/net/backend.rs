@@ -41,6 +41,11 @@ impl Tap {
         self.file.as_raw_fd()
     }
 
+    /// The tap itself, for vhost-net.
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Whether the tap failed (see [`Tap::mark_failed`]).
     pub(super) fn failed(&self) -> bool {
         self.failed

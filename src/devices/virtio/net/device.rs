@@ -1,6 +1,6 @@
 //! The virtio-net device: features, config space, activation and reset, the tap's offloads,
 //! and the swap of its backend and the tap's watch, which the event handler calls on the
-//! event-loop thread.
+//! event-loop thread (vhost-net's part of those is in `vhost.rs`).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::backend::{OffloadControl, Tap, TunOffloads};
 use super::handle::{BackendChange, Counters, Shared, handle_pair};
 use super::header::{Negotiated, tap_offloads};
+use super::vhost::Vhost;
 use super::{
     MAX_BUF_LEN, NUM_QUEUES, NetError, NetHandle, NetStats, RX_QUEUE, RX_QUEUE_SIZE, TX_QUEUE,
     TX_QUEUE_SIZE,
@@ -55,8 +56,38 @@ pub(super) const FEATURES: u64 = VIRTIO_F_VERSION_1
     | (1 << VIRTIO_NET_F_HOST_ECN)
     | (1 << VIRTIO_NET_F_MRG_RXBUF)
     | (1 << VIRTIO_NET_F_STATUS);
+/// The offloads of [`FEATURES`]: what a NIC without them
+/// ([`Net::with_offloads`]`(slot, false)`) does not offer.
+pub(super) const OFFLOAD_FEATURES: u64 = (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_ECN)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_HOST_ECN);
 /// Size of the config space: `mac[6]`, then `status` (le16).
 const CONFIG_SIZE: usize = 8;
+
+/// How a [`Net`] is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetOptions {
+    /// Offer a tap's checksum and segmentation offloads (see [`Net::with_offloads`]).
+    pub offloads: bool,
+    /// Let vhost-net carry the frames when the backend is a tap it can drive (see `vhost.rs`);
+    /// off, the device always moves them itself.
+    pub vhost: bool,
+}
+
+impl Default for NetOptions {
+    /// Offloads and vhost-net.
+    fn default() -> Self {
+        NetOptions {
+            offloads: true,
+            vhost: true,
+        }
+    }
+}
 
 /// What the device works with once the driver has set it up.
 pub(super) struct ActiveQueues {
@@ -78,7 +109,10 @@ pub(super) struct Watched {
 pub struct Net {
     slot: u32,
     mac: [u8; 6],
-    acked_features: u64,
+    /// What the device offers: [`FEATURES`], without [`OFFLOAD_FEATURES`] when its backend
+    /// cannot take them.
+    features: u64,
+    pub(super) acked_features: u64,
     /// What the accepted features allow (all off until the driver accepts some).
     pub(super) negotiated: Negotiated,
     /// Sets the tap's offloads (`TUNSETOFFLOAD`; replaced in tests).
@@ -101,6 +135,8 @@ pub struct Net {
     pub(super) rx_pending: Option<usize>,
     /// The chains one rx frame is spread over, while it is (allocated once, a queue's worth).
     pub(super) rx_chains: Vec<super::rx::ChainUse>,
+    /// vhost-net's state: whether it may run, and runs, the queues.
+    pub(super) vhost: Vhost,
     pub(super) errors_seen: u32,
 }
 
@@ -110,6 +146,7 @@ impl std::fmt::Debug for Net {
             .field("slot", &self.slot)
             .field("active", &self.active.is_some())
             .field("attached", &self.attached())
+            .field("vhost", &self.vhost_running())
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +155,26 @@ impl Net {
     /// The NIC of virtio-net slot `slot`, with its placeholder MAC and no tap yet, and the
     /// handle that attaches one.
     pub fn new(slot: u32) -> io::Result<(Net, NetHandle)> {
+        Self::with_offloads(slot, true)
+    }
+
+    /// As [`Net::new`]; without `offloads`, the device offers no checksum or segmentation
+    /// offload, for a backend that keeps frame boundaries but is no tap (passt's socket, in
+    /// the end): every frame then goes either way whole, checksummed, with an empty header,
+    /// and `TUNSETOFFLOAD` is never tried.
+    pub fn with_offloads(slot: u32, offloads: bool) -> io::Result<(Net, NetHandle)> {
+        Self::with_options(
+            slot,
+            NetOptions {
+                offloads,
+                ..NetOptions::default()
+            },
+        )
+    }
+
+    /// The NIC of virtio-net slot `slot`, built as `options` says.
+    pub fn with_options(slot: u32, options: NetOptions) -> io::Result<(Net, NetHandle)> {
+        let NetOptions { offloads, vhost } = options;
         let queue_events = (0..NUM_QUEUES)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<io::Result<Vec<_>>>()?;
@@ -125,6 +182,11 @@ impl Net {
         let device = Net {
             slot,
             mac: guest_init::netspec::slot_mac(slot),
+            features: if offloads {
+                FEATURES
+            } else {
+                FEATURES & !OFFLOAD_FEATURES
+            },
             acked_features: 0,
             negotiated: Negotiated::default(),
             offload_control: Box::new(TunOffloads),
@@ -138,6 +200,7 @@ impl Net {
             rx_buf: vec![0; MAX_BUF_LEN],
             rx_pending: None,
             rx_chains: Vec::with_capacity(usize::from(RX_QUEUE_SIZE)),
+            vhost: Vhost::new(vhost)?,
             errors_seen: 0,
         };
         Ok((device, handle))
@@ -194,6 +257,7 @@ impl Net {
         // A new tap is worth a look at the rx queue, whatever the old one found.
         self.rx_starved = false;
         self.sync_offloads();
+        self.vhost_backend_changed();
         self.sync_interest(watcher);
     }
 
@@ -201,6 +265,9 @@ impl Net {
     /// driver accepts features, and after a reset. A tap that refuses is logged once and left
     /// to send plain frames, which every guest takes.
     pub(super) fn sync_offloads(&mut self) {
+        if self.features & OFFLOAD_FEATURES == 0 {
+            return;
+        }
         let flags = tap_offloads(&self.negotiated);
         let Some(tap) = self.backend.as_mut() else {
             return;
@@ -215,8 +282,11 @@ impl Net {
 
     /// What the event loop should watch of the tap: readability while the device is active
     /// and the guest has rx buffers; nothing (but still registered) otherwise; not the tap at
-    /// all once it failed.
+    /// all once it failed, or while vhost-net reads it.
     fn wanted_watch(&self) -> Option<Watched> {
+        if self.vhost_running() {
+            return None;
+        }
         let tap = self.backend.as_ref().filter(|tap| !tap.failed())?;
         let events = if self.active.is_some() && !self.rx_starved {
             EventSet::IN
@@ -307,7 +377,7 @@ impl VirtioDevice for Net {
     }
 
     fn device_features(&self) -> u64 {
-        FEATURES
+        self.features
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -359,11 +429,13 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
-    /// Forgets the queues and the negotiated features, and drops a frame that was waiting for
-    /// rx buffers. The tap stays attached (it belongs to the host's configuration, not to the
-    /// driver) but loses its offloads: the wake-up event lets the event loop stop watching it
-    /// until the driver activates the device again.
+    /// Stops vhost-net, forgets the queues and the negotiated features, and drops a frame that
+    /// was waiting for rx buffers. The tap stays attached (it belongs to the host's
+    /// configuration, not to the driver) but loses its offloads: the wake-up event lets the
+    /// event loop stop watching it (and watch the queue events again) until the driver
+    /// activates the device again.
     fn reset(&mut self) -> bool {
+        self.end_vhost();
         self.active = None;
         self.acked_features = 0;
         self.negotiated = Negotiated::default();

@@ -13,6 +13,11 @@
 //! epoll reports those even with an empty interest, so the tap leaves the loop, and frames
 //! are dropped until the handle attaches another. After every event the tap's watch is
 //! brought in line with the device's state.
+//!
+//! vhost-net (`vhost.rs`) adds its call eventfds, watched from the start. Before and after
+//! every event the device starts vhost-net if it should run; while it runs, the queue events
+//! stay registered with an empty interest (one already reported is read and ignored), the
+//! tap is not watched, and each call becomes an interrupt.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -31,6 +36,8 @@ pub(super) enum EventSource {
     Queue(usize),
     /// A [`NetHandle`](super::NetHandle) changed the backend, or the device was reset.
     Wake,
+    /// vhost-net used buffers of queue `index` and the guest is to be interrupted.
+    Call(usize),
     /// The tap is readable (or failed).
     Tap,
     /// A descriptor the device does not know (any more).
@@ -46,6 +53,8 @@ impl Net {
             EventSource::Queue(index)
         } else if fd == self.shared.wake.as_raw_fd() {
             EventSource::Wake
+        } else if let Some(index) = self.vhost.call_index(fd) {
+            EventSource::Call(index)
         } else if self.watched.is_some_and(|watched| watched.fd == fd) {
             EventSource::Tap
         } else {
@@ -60,13 +69,17 @@ impl Net {
         events: EventSet,
         watcher: &mut dyn FdWatcher,
     ) {
+        // A device the driver has just activated goes to vhost-net before it touches a queue.
+        self.sync_vhost(watcher);
         match source {
             EventSource::Queue(index) => {
                 // Clear the event (it is non-blocking: nothing to read is fine).
                 if let Some(event) = self.queue_event(index) {
                     let _ = event.read();
                 }
+                // While vhost-net runs, it was woken by the same kick.
                 match index {
+                    _ if self.vhost_running() => {}
                     RX_QUEUE => {
                         // New buffers (or at least a look at the queue): read the tap again.
                         self.rx_starved = false;
@@ -76,10 +89,13 @@ impl Net {
                     _ => {}
                 }
             }
+            EventSource::Call(index) => self.relay_call(index),
             EventSource::Wake => {
                 let _ = self.shared.wake.read();
                 self.apply_pending(watcher);
-                self.process_rx();
+                if !self.vhost_running() {
+                    self.process_rx();
+                }
             }
             EventSource::Tap => {
                 // Frames still queued in the tap are delivered first.
@@ -96,6 +112,8 @@ impl Net {
                 log_error(&mut self.errors_seen, &NetError::EventLoop(err));
             }
         }
+        // After a backend change: vhost-net for the new tap, or the queue events back.
+        self.sync_vhost(watcher);
         self.sync_interest(watcher);
     }
 
@@ -116,7 +134,8 @@ impl MutEventSubscriber for Net {
         let queue_events = (0..NUM_QUEUES).filter_map(|i| self.queue_event(i));
         let fds = queue_events
             .map(AsRawFd::as_raw_fd)
-            .chain([self.shared.wake.as_raw_fd()]);
+            .chain([self.shared.wake.as_raw_fd()])
+            .chain(self.vhost.calls.iter().map(AsRawFd::as_raw_fd));
         watch_inputs(ops, "virtio-net", fds);
     }
 

@@ -59,6 +59,11 @@ impl Counters {
 
 /// What the device has moved since it was created. "tx" is guest to host, "rx" host to
 /// guest (the queues' names); bytes count Ethernet frames, without the vnet header.
+///
+/// Only the frames the device moves itself are counted: those the kernel's vhost-net carries
+/// (while it runs the queues, see the module docs) never pass through the device and leave
+/// every counter as it was. Tests that read the counters use a backend vhost-net does not
+/// drive (a socket pair), or a VM built with `RUNVM_VHOST_NET=0`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
     /// Frames the guest sent that the tap took.

@@ -43,7 +43,15 @@
 //! - `backend.rs`: the tap itself (non-blocking reads and writes, its offloads);
 //! - `handle.rs`: [`NetHandle`], how other threads attach a tap, and the [`NetStats`] counters;
 //! - `event_handler.rs`: the event-loop side (queue events, the handle's wake-up event, the
-//!   tap), including when the tap is watched (see there).
+//!   tap, vhost-net's calls), including when the tap is watched (see there);
+//! - `vhost.rs`: the kernel's vhost-net carrying the frames instead (below).
+//!
+//! **vhost-net.** Once the driver has activated the device and the backend is a tap, the
+//! device hands the rings to the kernel's vhost-net (`/dev/vhost-net`): the kernel then moves
+//! the frames between the queues and the tap, woken by the queues' own KVM ioeventfds, and the
+//! device only turns vhost's calls into interrupts. A backend that is no tap (passt's socket),
+//! `RUNVM_VHOST_NET=0` when the VM is built ([`NetOptions::vhost`]), or any failure of
+//! vhost-net (logged once) leaves the data path described here to the device. See `vhost.rs`.
 //!
 //! **Security.** Everything in the queues comes from a hostile guest: descriptor addresses and
 //! lengths are checked against guest memory, a chain must end inside its table (no loops; at
@@ -52,7 +60,8 @@
 //! alone, a tx header asks for nothing that was not negotiated, and the device never blocks:
 //! a tap that cannot take a frame loses it, a frame waiting for rx buffers stops the device
 //! reading the tap. Errors are logged, [`MAX_LOGGED_ERRORS`](super::MAX_LOGGED_ERRORS) at
-//! most.
+//! most. Under vhost-net the kernel checks the chains; the device checks that the rings it
+//! hands over lie inside guest memory.
 
 mod backend;
 mod chain;
@@ -64,13 +73,15 @@ mod rx;
 #[cfg(test)]
 mod tests;
 mod tx;
+mod vhost;
 
 use std::io;
 
 pub use chain::ChainError;
-pub use device::Net;
+pub use device::{Net, NetOptions};
 pub use handle::{NetHandle, NetStats};
 pub use header::HeaderError;
+pub use vhost::VhostError;
 
 /// The largest size of the rx queue. The guest keeps it full of buffers (with mergeable
 /// buffers, up to a page each): 256 of them already hold a dozen 64 KiB frames, the device
@@ -160,6 +171,15 @@ pub enum NetError {
     /// The tap failed: reading it, writing it, or it reported an error or a hang-up.
     #[error("tap: {0}")]
     Backend(#[source] io::Error),
+    /// vhost-net could not carry the frames: the device moves them itself from now on.
+    #[error("slot {slot}: vhost-net not used, the VMM moves the frames: {source}")]
+    Vhost {
+        /// The device's slot.
+        slot: u32,
+        /// Why.
+        #[source]
+        source: VhostError,
+    },
     /// The tap refused `TUNSETOFFLOAD`: its frames stay plain.
     #[error("the tap refused offloads {flags:#x} ({source}); its frames stay plain")]
     TapOffloads {

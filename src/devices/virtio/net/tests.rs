@@ -40,6 +40,7 @@ mod notify;
 mod offload;
 mod rx;
 mod tx;
+mod vhost;
 
 const SLOT: u32 = 3;
 const MEM_SIZE: usize = 32 << 20;
@@ -181,7 +182,12 @@ impl<'a> TestGuest<'a> {
 
     /// A device not activated yet, with no tap.
     fn inactive(mem: &'a GuestMemoryMmap) -> Self {
-        let (device, handle) = Net::new(SLOT).unwrap();
+        Self::inactive_with(mem, true)
+    }
+
+    /// The same, offering a tap's offloads or not ([`Net::with_offloads`]).
+    fn inactive_with(mem: &'a GuestMemoryMmap, offloads: bool) -> Self {
+        let (device, handle) = Net::with_offloads(SLOT, offloads).unwrap();
         TestGuest {
             mem,
             queues: driver_queues(mem),

@@ -12,7 +12,20 @@ use super::*;
 fn share() -> (tempfile::TempDir, ShareFs) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file"), b"0123456789").unwrap();
+    // Explicit modes: `ShareFs::new` sets the process's umask to 0, and other tests make
+    // shares in parallel.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("file"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("dir")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("dir"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let config = ShareConfig {
         limits: FsLimits {
             fd_cache: 4,

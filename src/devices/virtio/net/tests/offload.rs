@@ -450,3 +450,30 @@ fn tunsetoffload_on_anything_but_a_tap_fails_cleanly() {
     guest.provide_rx(1, 2048);
     guest.assert_delivered(&peer, &frame(100, 3));
 }
+
+#[test]
+fn a_nic_without_offloads_offers_none_and_never_sets_them() {
+    let mem = test_memory();
+    let log = OffloadLog::default();
+    let mut guest = TestGuest::inactive_with(&mem, false);
+    guest.dev().offload_control = Box::new(log.clone());
+    let offered = guest.dev().device_features();
+    assert_eq!(offered & super::super::device::OFFLOAD_FEATURES, 0);
+    assert_ne!(offered & bit(VIRTIO_NET_F_MRG_RXBUF), 0);
+    // A driver that asks for everything gets what was offered only.
+    guest.dev().ack_features(u64::MAX);
+    guest.activate();
+    let peer = guest.attach_tap();
+    assert!(
+        log.flags().is_empty(),
+        "TUNSETOFFLOAD tried: {:?}",
+        log.flags()
+    );
+    // Plain frames go both ways; a frame asking for a checksum offload is refused.
+    let passed = tx_passes(&mut guest, &peer, &[(PLAIN, 100), (TSO, 3000)]);
+    assert_eq!(passed, [true, false]);
+    guest.provide_rx(1, 2048);
+    guest.assert_delivered(&peer, &frame(100, 1));
+    assert!(guest.dev().reset());
+    assert!(log.flags().is_empty());
+}
