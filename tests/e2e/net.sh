@@ -203,8 +203,9 @@ uplink() {
 passts() { ps -eo stat=,comm= | awk '($2 == "passt" || $2 == "passt.avx2") && $1 !~ /^Z/' | wc -l; }
 
 net_host() {
-    # --network host: a connection out leaves from the host's address; a port the container
-    # listens on is the host's, on 127.0.0.1 and on the uplink, and free again after rm.
+    # --network host: a connection out leaves from the host's address; bulk data both ways
+    # through passt; a port the container listens on is the host's, on 127.0.0.1 and on the
+    # uplink, and free again after rm.
     uplink
     rm -f "$W"/hostnet.*
     local before; before=$(passts)
@@ -224,6 +225,41 @@ open(sys.argv[1], "w").write(peer[0] + " " + line + "\n")' "$W/hostnet.peer" &
     wait "$server"
     expect "$(cat "$W/hostnet.peer")" "198.51.100.1 out-from-the-container"
     rm -f "$W/hostnet.peer" "$W/hostnet.peer.ready"
+    # Bulk through passt both ways (frames up to its MTU of 65520): 4 MiB from a server of
+    # the network into the container, then back; sha256 equal. The download keeps
+    # nc's input open (a FIFO): Debian 12's passt stalls a download once the container has
+    # shut its own side down (see README), which nc does at the end of an empty input.
+    head -c "$((4 << 20))" /dev/urandom >"$W/hostnet.bin"
+    local want; want=$(sha256sum <"$W/hostnet.bin" | cut -d' ' -f1)
+    ip netns exec "$NET_UPLINK_NS" python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.3", 9002)); s.listen(1); s.settimeout(120)
+open(sys.argv[1] + ".ready", "w").close()
+c, _ = s.accept(); c.sendall(open(sys.argv[1], "rb").read()); c.close()' "$W/hostnet.bin" &
+    server=$!
+    wait_until 20 test -e "$W/hostnet.bin.ready"
+    expect "$(docker run --rm --network host --runtime "$RUNTIME" "$IMAGE" \
+        sh -c 'mkfifo /tmp/in && exec 3<>/tmp/in && nc 198.51.100.3 9002 <&3 | sha256sum' |
+        cut -d' ' -f1)" "$want"
+    wait "$server"
+    ip netns exec "$NET_UPLINK_NS" python3 -c '
+import hashlib, socket, sys
+size = int(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.3", 9003)); s.listen(1); s.settimeout(120)
+open(sys.argv[1] + ".ready2", "w").close()
+c, _ = s.accept(); c.settimeout(120); h, got = hashlib.sha256(), 0
+while got < size and (d := c.recv(1 << 20)):
+    h.update(d); got += len(d)
+open(sys.argv[1] + ".sum", "w").write(h.hexdigest())' "$W/hostnet.bin" "$((4 << 20))" &
+    server=$!
+    wait_until 20 test -e "$W/hostnet.bin.ready2"
+    docker run --rm --network host --runtime "$RUNTIME" -v "$W/hostnet.bin:/data:ro" "$IMAGE" \
+        sh -c 'nc 198.51.100.3 9003 </data'
+    wait "$server"
+    expect "$(cat "$W/hostnet.bin.sum")" "$want"
+    rm -f "$W"/hostnet.bin*
     local c; c=$(name hostnet)
     docker run -d --name "$c" --network host --runtime "$RUNTIME" "$IMAGE" sh -c \
         "mkdir -p /w && echo 'hi from $c' >/w/index.html && exec httpd -f -p $port -h /w" >/dev/null

@@ -28,6 +28,11 @@ pub use hostspec::{PASST_MTU, host_netspec};
 
 /// Lines of passt's stderr kept, for the line that says why it stopped.
 const STDERR_LINES: usize = 8;
+/// The send buffer of passt's end of the stream, and of the relay's datagram end: room for
+/// some 60 of the largest frames. passt (this version) writes its frames without waiting
+/// and cannot finish a frame it could write only in part; a roomy buffer, and a relay that
+/// never waits for the device (`relay.rs`), keep it from ever being that short.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Why passt could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,10 @@ impl Passt {
         };
         let (ours, theirs) = UnixStream::pair().map_err(spawn_err)?;
         let (device_end, relay_end) = UnixDatagram::pair().map_err(spawn_err)?;
+        // A unix socket's writes are charged to its sender: passt's end, and the relay's
+        // datagram end towards the device.
+        set_send_buffer(&theirs, SOCKET_BUFFER).map_err(spawn_err)?;
+        set_send_buffer(&relay_end, SOCKET_BUFFER).map_err(spawn_err)?;
         let fd = theirs.as_raw_fd();
         let mut command = Command::new(&path);
         command
@@ -130,6 +139,30 @@ impl Drop for Passt {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sets `fd`'s send buffer to `bytes`, past the system's default maximum when we may
+/// (`SO_SNDBUFFORCE`, as root), to what the maximum allows otherwise.
+fn set_send_buffer(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |option| {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&value`, a live c_int;
+        // the descriptor is open for the duration of the call (borrowed from `fd`).
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_SNDBUFFORCE) == 0 || set(libc::SO_SNDBUF) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -5,7 +5,10 @@
 //!   goes out behind its 4-byte big-endian length;
 //! - from passt: a length, at most [`MAX_FRAME_LEN`] (a longer one means the stream lost
 //!   its framing, and the relay stops), then that many bytes, sent as one datagram behind
-//!   an empty header.
+//!   an empty header, without waiting: when the device's queue is full (the guest is not
+//!   taking frames) the frame is dropped, as a full tap would, and TCP sends it again.
+//!   Waiting there would stop the relay reading passt, and passt, which writes without
+//!   waiting, would then cut a frame short and lose the stream's framing.
 //!
 //! When passt's end closes (it exited) or fails, both directions stop and one line says so,
 //! with passt's last words.
@@ -13,6 +16,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -143,7 +147,34 @@ pub(super) fn from_passt(stream: &mut impl Read, datagrams: &UnixDatagram) -> io
         let frame = &mut buf[..VNET_HDR_LEN + len];
         frame[..VNET_HDR_LEN].fill(0);
         stream.read_exact(&mut frame[VNET_HDR_LEN..])?;
-        datagrams.send(frame)?;
+        match send_now(datagrams, frame) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `frame` as one datagram if the socket has room now (`WouldBlock` otherwise).
+fn send_now(datagrams: &UnixDatagram, frame: &[u8]) -> io::Result<()> {
+    loop {
+        // SAFETY: send reads `frame.len()` bytes from `frame`, a live slice; the descriptor
+        // is open for the duration of the call (borrowed from `datagrams`).
+        let sent = unsafe {
+            libc::send(
+                datagrams.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
     }
 }
 
@@ -209,6 +240,34 @@ mod tests {
         assert_eq!(&buf[..n], with_header(b"hello").as_slice());
         let n = device.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], with_header(&[7u8; 1500]).as_slice());
+    }
+
+    #[test]
+    fn frames_the_device_has_no_room_for_are_dropped_not_waited_for() {
+        let (device, relay) = UnixDatagram::pair().unwrap();
+        // Far more frames than a datagram queue holds: the relay never blocks, keeps reading
+        // the stream to its end, and the device finds the first frames whole.
+        let mut stream = Vec::new();
+        let frames = 2000;
+        for i in 0..frames {
+            let frame = vec![(i % 251) as u8; 9000];
+            stream.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            stream.extend_from_slice(&frame);
+        }
+        from_passt(&mut stream.as_slice(), &relay).unwrap();
+        device.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 16384];
+        let mut got = 0;
+        while let Ok(n) = device.recv(&mut buf) {
+            assert_eq!(n, VNET_HDR_LEN + 9000);
+            assert_eq!(
+                buf[VNET_HDR_LEN],
+                (got % 251) as u8,
+                "frame {got} whole and in order"
+            );
+            got += 1;
+        }
+        assert!(got > 0 && got < frames, "{got} of {frames} delivered");
     }
 
     #[test]
