@@ -10,3 +10,4 @@ pub mod portfwd;
 pub mod protocol;
 pub mod pty;
 pub mod spec;
+pub mod splice;

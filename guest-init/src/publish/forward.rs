@@ -6,17 +6,18 @@
 //! on (shutdown of writing when one direction reaches end of file).
 //!
 //! A connection that does not name a listener of the last set reported within
-//! [`TARGET_PATIENCE`], or whose listener refuses it, is closed; at most [`MAX_FORWARDED`]
+//! [`TARGET_PATIENCE`], or whose listener refuses it, is closed; at most
+//! [`MAX_FORWARDED`](guest_init::portfwd::MAX_FORWARDED)
 //! are open at once, more are closed at once.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use guest_init::portfwd::{MAX_FORWARDED, TARGET_LEN, Target};
+use guest_init::portfwd::{TARGET_LEN, Target};
+use guest_init::splice::{COPY_STACK, Duplex, Slot, splice};
 
 use super::Reported;
 use crate::vsock;
@@ -25,10 +26,6 @@ use crate::vsock;
 const TARGET_PATIENCE: Duration = Duration::from_secs(5);
 /// How long connecting to a listener in the guest may take.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
-/// Bytes copied at once, each way.
-const COPY_BUF: usize = 16 << 10;
-/// The stack of a connection's threads (they hold little: the buffer is on the heap).
-const COPY_STACK: usize = 128 << 10;
 /// How long accepting pauses when the guest runs out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -71,25 +68,6 @@ fn accept_loop(listener: &vsock::Listener, reported: &Reported) -> io::Error {
                 let _slot = slot;
                 forward(stream, &reported);
             });
-    }
-}
-
-/// One of the [`MAX_FORWARDED`] connections that may be open at once; freed on drop.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(open: &Arc<AtomicUsize>) -> Option<Slot> {
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDED {
-            open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(open.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -158,77 +136,9 @@ fn read_target<S: Duplex>(stream: &S, patience: Duration) -> Option<Target> {
     Target::decode(&buf)
 }
 
-/// A connected stream socket both threads of a connection use at once.
-pub trait Duplex: AsRawFd + Send + Sync + 'static {
-    /// Reads what is there (blocking until something is).
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes all of `buf`.
-    fn write_all_of(&self, buf: &[u8]) -> io::Result<()>;
-}
-
-impl<T: AsRawFd + Send + Sync + 'static> Duplex for T
-where
-    for<'a> &'a T: Read + Write,
-{
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut this = self;
-        this.read(buf)
-    }
-
-    fn write_all_of(&self, buf: &[u8]) -> io::Result<()> {
-        let mut this = self;
-        this.write_all(buf)
-    }
-}
-
-/// Shuts `how` of a socket down; a socket already shut down or reset is no error worth
-/// reporting.
-fn shut(socket: &impl AsRawFd, how: libc::c_int) {
-    // SAFETY: shutdown takes no pointers; the fd is open as long as `socket` is borrowed.
-    unsafe { libc::shutdown(socket.as_raw_fd(), how) };
-}
-
-/// Copies `a` to `b` and `b` to `a` until both directions have ended, then closes both.
-pub fn splice<A: Duplex, B: Duplex>(a: A, b: B) {
-    let (a, b) = (Arc::new(a), Arc::new(b));
-    let (a2, b2) = (a.clone(), b.clone());
-    let back = std::thread::Builder::new()
-        .name("port-copy".into())
-        .stack_size(COPY_STACK)
-        .spawn(move || pump(&*b2, &*a2));
-    let Ok(back) = back else {
-        return;
-    };
-    pump(&*a, &*b);
-    let _ = back.join();
-}
-
-/// Copies `from` to `to` until `from` ends, then shuts down writing on `to` (the peer sees
-/// end of file, and may still answer). On an error either way both sockets are shut down,
-/// which ends the other direction too.
-fn pump<R: Duplex, W: Duplex>(from: &R, to: &W) {
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = match from.read_some(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return abort(from, to),
-        };
-        if to.write_all_of(&buf[..n]).is_err() {
-            return abort(from, to);
-        }
-    }
-    shut(to, libc::SHUT_WR);
-}
-
-fn abort(a: &impl AsRawFd, b: &impl AsRawFd) {
-    shut(a, libc::SHUT_RDWR);
-    shut(b, libc::SHUT_RDWR);
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::os::unix::net::UnixStream;
     use std::sync::Mutex;
@@ -317,17 +227,5 @@ mod tests {
         host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut rest = Vec::new();
         assert_eq!(host.read_to_end(&mut rest).unwrap(), 0);
-    }
-
-    #[test]
-    fn slots_are_bounded() {
-        let open = Arc::new(AtomicUsize::new(0));
-        let slots: Vec<Slot> = (0..MAX_FORWARDED)
-            .map(|_| Slot::take(&open).unwrap())
-            .collect();
-        assert!(Slot::take(&open).is_none());
-        drop(slots);
-        assert_eq!(open.load(Ordering::Acquire), 0);
-        assert!(Slot::take(&open).is_some());
     }
 }

@@ -4,7 +4,7 @@
 //! ([`LISTENERS_PORT`](guest_init::portfwd::LISTENERS_PORT)); [`serve`] binds each on the
 //! host at the same address and port (`listener`), and carries each client a host listener
 //! accepts to the guest over a vsock connection of its own ([`FORWARD_PORT`], which starts
-//! with the encoded [`Target`]), copying both ways with half-close passed on (`relay`).
+//! with the encoded [`Target`]), copying both ways with half-close passed on ([`guest_init::splice`]).
 //!
 //! A listener the guest no longer reports is closed (connections already forwarded go on).
 //! An address the host cannot bind (the port is taken, the address is not the host's) is
@@ -16,7 +16,6 @@
 //! forwarded connections are open at once (more clients are closed at once).
 
 mod listener;
-mod relay;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;

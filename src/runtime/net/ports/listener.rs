@@ -1,6 +1,6 @@
 //! One published listener: a TCP socket bound on the host at the address and port of a
 //! listener in the guest, and the thread that accepts its clients and forwards each to the
-//! guest ([`super::relay`]).
+//! guest ([`guest_init::splice`]).
 
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use guest_init::portfwd::Target;
 
 use super::Connect;
-use super::relay::{COPY_STACK, Slot, shut, splice};
+use guest_init::splice::{COPY_STACK, Slot, shut, splice};
 
 /// How long a host listener pauses when the host runs out of file descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

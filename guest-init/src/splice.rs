@@ -1,23 +1,26 @@
-//! The bytes of one forwarded connection: copied both ways between the host's client and
-//! the guest's vsock stream by two threads, a half-close passed on; and the bound on the
-//! connections open at once.
+//! One forwarded connection's bytes, for both ends of [`crate::portfwd`]: two sockets
+//! copied both ways by two threads until both directions have ended, a half-close passed on
+//! (shutdown of writing when one direction reaches end of file), and the bound on the
+//! connections open at once ([`Slot`], [`MAX_FORWARDED`]).
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use guest_init::portfwd::MAX_FORWARDED;
+use crate::portfwd::MAX_FORWARDED;
 
 /// Bytes copied at once, each way.
 const COPY_BUF: usize = 16 << 10;
-/// The stack of a forwarded connection's threads (the buffer is on the heap).
+/// The stack of a forwarded connection's threads (they hold little: the buffer is on the
+/// heap).
 pub const COPY_STACK: usize = 256 << 10;
 
 /// One of the [`MAX_FORWARDED`] connections that may be open at once; freed on drop.
 pub struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
+    /// A slot of the `open` connections, or `None` when [`MAX_FORWARDED`] are.
     pub fn take(open: &Arc<AtomicUsize>) -> Option<Slot> {
         if open.fetch_add(1, Ordering::AcqRel) >= MAX_FORWARDED {
             open.fetch_sub(1, Ordering::AcqRel);
@@ -99,4 +102,21 @@ fn pump<R: Duplex, W: Duplex>(from: &R, to: &W) {
 fn abort(a: &impl AsRawFd, b: &impl AsRawFd) {
     shut(a, libc::SHUT_RDWR);
     shut(b, libc::SHUT_RDWR);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_bounded() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let slots: Vec<Slot> = (0..MAX_FORWARDED)
+            .map(|_| Slot::take(&open).unwrap())
+            .collect();
+        assert!(Slot::take(&open).is_none());
+        drop(slots);
+        assert_eq!(open.load(Ordering::Acquire), 0);
+        assert!(Slot::take(&open).is_some());
+    }
 }
