@@ -5,7 +5,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-fn connect_once(cid: u32, port: u32) -> io::Result<File> {
+/// A fresh AF_VSOCK stream socket and the address `cid:port`, for `connect` or `bind`.
+fn socket_for(cid: u32, port: u32) -> io::Result<(OwnedFd, libc::sockaddr_vm)> {
     // SAFETY: socket takes no pointers.
     let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -18,12 +19,20 @@ fn connect_once(cid: u32, port: u32) -> io::Result<File> {
     addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
     addr.svm_cid = cid;
     addr.svm_port = port;
+    Ok((owned, addr))
+}
+
+/// The length argument for a `sockaddr_vm`.
+const ADDR_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+
+fn connect_once(cid: u32, port: u32) -> io::Result<File> {
+    let (owned, addr) = socket_for(cid, port)?;
     // SAFETY: `addr` is a valid sockaddr_vm and the length is its size.
     let rc = unsafe {
         libc::connect(
-            fd,
+            owned.as_raw_fd(),
             (&addr as *const libc::sockaddr_vm).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            ADDR_LEN,
         )
     };
     if rc != 0 {
@@ -86,27 +95,10 @@ pub struct Listener(OwnedFd);
 
 /// Listens on the guest's vsock port `port` (any local CID).
 pub fn listen(port: u32) -> io::Result<Listener> {
-    // SAFETY: socket takes no pointers.
-    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh socket that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sockaddr_vm is plain old data; zeroed is a valid value.
-    let mut addr: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
-    addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
-    addr.svm_cid = libc::VMADDR_CID_ANY;
-    addr.svm_port = port;
+    let (owned, addr) = socket_for(libc::VMADDR_CID_ANY, port)?;
+    let fd = owned.as_raw_fd();
     // SAFETY: `addr` is a valid sockaddr_vm and the length is its size.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&addr as *const libc::sockaddr_vm).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
+    if unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_vm).cast(), ADDR_LEN) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: listen takes no pointers; `fd` is a bound socket.
