@@ -209,10 +209,16 @@ impl VirtioSlots {
 }
 
 /// The kernel command line every runvm guest gets before the per-VM parts.
+///
+/// `virtio_net.napi_tx=0`: the guest frees sent frames when it sends the next ones instead
+/// of asking for an interrupt per completed frame. Each interrupt costs the guest VM exits
+/// (status read, acknowledge, EOI); a TCP sender in the container took one per frame, now
+/// only the interrupts of received frames remain (measured in L1: about half the
+/// interrupts while sending, throughput up about a fifth both ways).
 fn base_cmdline(debug: bool) -> String {
     let mut c = String::from(
         "console=ttyS0 8250.nr_uarts=1 reboot=k panic=-1 io_delay=none no_timer_check \
-         tsc=reliable rdinit=/init",
+         tsc=reliable rdinit=/init virtio_net.napi_tx=0",
     );
     // Every console byte is a VM exit: keep the kernel quiet unless debugging.
     c.push_str(if debug {

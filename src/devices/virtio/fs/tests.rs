@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use event_manager::{EventManager, SubscriberOps};
 use fuse_backend_rs::abi::fuse_abi::{
-    AttrOut, CreateIn, EntryOut, GetattrIn, InHeader, InitIn, InitOut, Opcode, OpenIn, OpenOut,
-    OutHeader, ROOT_ID, ReadIn, WriteIn, WriteOut,
+    AttrOut, CreateIn, EntryOut, GetattrIn, InHeader, InitIn, InitIn2, InitOut, Opcode, OpenIn,
+    OpenOut, OutHeader, ROOT_ID, ReadIn, WriteIn, WriteOut,
 };
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::RawDescriptor;
@@ -22,6 +22,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 use super::*;
 use crate::devices::virtio::test_utils::{CountingInterrupt, DriverQueues, desc, settle};
 use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
+use fuse_backend_rs::api::filesystem::FsOptions;
 
 mod escape;
 mod hostile;
@@ -424,6 +425,86 @@ fn fuse_init_round_trip_interrupts_the_guest() {
     assert!(out.minor >= 27, "minor {}", out.minor);
     assert!(out.max_write > 0);
     assert_eq!(guest.interrupts(), 1);
+}
+
+#[test]
+fn init_grants_one_mebibyte_requests_when_the_guest_offers_them() {
+    let share = share_with_file();
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem, share.path());
+    // A 6.x guest kernel's offer includes BIG_WRITES and MAX_PAGES (with INIT_EXT, the second
+    // flags word follows).
+    let offer = FsOptions::BIG_WRITES | FsOptions::MAX_PAGES | FsOptions::INIT_EXT;
+    let init = InitIn {
+        major: 7,
+        minor: 38,
+        max_readahead: 0x2_0000,
+        flags: offer.bits() as u32,
+    };
+    let flags2 = InitIn2 {
+        flags2: 0,
+        unused: [0; 11],
+    };
+    let body = guest
+        .call(Opcode::Init, 0, &[init.as_slice(), flags2.as_slice()])
+        .unwrap();
+    let out: InitOut = parse(&body);
+    assert_eq!(out.max_write, 1 << 20);
+    assert_eq!(out.max_pages, 256);
+    assert_ne!(out.flags & FsOptions::MAX_PAGES.bits() as u32, 0);
+    // Without the offer, requests stay small.
+    let mut old = TestGuest::new(&mem, share.path());
+    assert!(old.init().unwrap().max_write < 1 << 20);
+}
+
+#[test]
+fn a_one_mebibyte_write_in_page_sized_buffers_reaches_the_file() {
+    const DATA_ADDR: u64 = 0x24_0000;
+    const PAGE: u32 = 4096;
+    let share = share_with_file();
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem, share.path());
+    guest.init().unwrap();
+    let (entry, fh) = guest.create(ROOT_ID, b"big", 0o644).unwrap();
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    mem.write_slice(&data, GuestAddress(DATA_ADDR)).unwrap();
+    let args = WriteIn {
+        fh,
+        offset: 0,
+        size: 1 << 20,
+        ..WriteIn::default()
+    };
+    let mut request = guest.fuse_request(Opcode::Write as u32, entry.nodeid, &[args.as_slice()]);
+    // The header's length counts the data that follows in the other buffers.
+    let len = u32::try_from(request.len()).unwrap() + (1 << 20);
+    request[..4].copy_from_slice(&len.to_le_bytes());
+    // The request's header in one buffer, the data in 256 pages, then the reply's room.
+    mem.write_slice(&request, GuestAddress(REQUEST_ADDR))
+        .unwrap();
+    let pages = (1u32 << 20) / PAGE;
+    let mut chain = vec![desc(
+        REQUEST_ADDR,
+        u32::try_from(request.len()).unwrap(),
+        VRING_DESC_F_NEXT,
+        1,
+    )];
+    for page in 0..pages {
+        let next = u16::try_from(page + 2).unwrap();
+        let addr = DATA_ADDR + u64::from(page * PAGE);
+        chain.push(desc(addr, PAGE, VRING_DESC_F_NEXT, next));
+    }
+    chain.push(desc(REPLY_ADDR, REPLY_LEN, VRING_DESC_F_WRITE, 0));
+    let used = guest.submit(REQUEST_QUEUE, &chain);
+    assert_eq!(used.len(), 1);
+    let mut out = vec![0u8; size_of::<OutHeader>() + size_of::<WriteOut>()];
+    mem.read_slice(&mut out, GuestAddress(REPLY_ADDR)).unwrap();
+    let header: OutHeader = parse(&out);
+    assert_eq!(header.error, 0);
+    assert_eq!(
+        parse::<WriteOut>(&out[size_of::<OutHeader>()..]).size,
+        1 << 20
+    );
+    assert_eq!(std::fs::read(share.path().join("big")).unwrap(), data);
 }
 
 #[test]

@@ -47,13 +47,19 @@ fn name(s: &str) -> CString {
 }
 
 #[test]
-fn init_offers_readdirplus_only() {
+fn init_asks_for_large_requests_and_adaptive_readdirplus() {
     let (_dir, fs) = share();
     let offered = fs.init(FsOptions::all()).unwrap();
     assert_eq!(
         offered,
-        FsOptions::DO_READDIRPLUS | FsOptions::READDIRPLUS_AUTO
+        FsOptions::DO_READDIRPLUS
+            | FsOptions::READDIRPLUS_AUTO
+            | FsOptions::BIG_WRITES
+            | FsOptions::MAX_PAGES
+            | FsOptions::ASYNC_READ
+            | FsOptions::PARALLEL_DIROPS
     );
+    assert!(!offered.contains(FsOptions::WRITEBACK_CACHE));
     assert_eq!(
         fs.limits(),
         FsLimits {
