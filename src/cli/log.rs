@@ -49,6 +49,16 @@ pub fn warning(msg: &str) {
     }
 }
 
+/// A developer's report (`--debug`): a line of level `debug` in the `--log` file when
+/// there is one, on stderr otherwise. Callers check `--debug` themselves.
+pub fn debug(msg: &str) {
+    let msg = msg.replace('\n', " ");
+    match INSTALLED.get() {
+        Some(logger) if logger.file.is_some() => logger.write("debug", &msg),
+        _ => eprintln!("runvm: debug: {msg}"),
+    }
+}
+
 /// Where reports go.
 #[derive(Debug, Clone)]
 pub struct Logger {

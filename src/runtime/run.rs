@@ -442,6 +442,11 @@ fn in_vm(
         None => Ok(()),
     })?;
     relay::drain(outputs, DRAIN);
+    if opts.debug
+        && let Some(stats) = vm.fs_stats()
+    {
+        crate::cli::log::debug(&stats.summary());
+    }
     agent.power_off(t)?;
     let _ = vm.wait_stop(t);
     vm.shutdown();

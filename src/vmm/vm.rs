@@ -26,7 +26,7 @@ use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
 use crate::devices::virtio::VirtioDevice;
-use crate::devices::virtio::fs::VirtioFs;
+use crate::devices::virtio::fs::{FsStats, VirtioFs};
 use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::net::{Net, NetHandle, NetOptions};
 use crate::devices::virtio::vsock::{Vsock, VsockHandle};
@@ -150,6 +150,8 @@ pub struct MicroVm {
     event_loop: EventLoop,
     vsock: VsockHandle,
     nics: Vec<NetHandle>,
+    /// The shared directory's request counters, when there is one.
+    fs_stats: Option<Arc<FsStats>>,
     bus: Arc<Bus>,
     console: ConsoleTail,
     first_entry: FirstEntry,
@@ -285,11 +287,13 @@ impl MicroVm {
         let (vsock_dev, vsock) = Vsock::new(GUEST_CID).map_err(io("virtio-vsock"))?;
         let mut virtio = VirtioSlots::default();
         virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(vsock_dev)))?;
+        let mut fs_stats = None;
         if let Some(dir) = &config.shared_dir {
             let fs = VirtioFs::new(SHARE_TAG, dir).map_err(|e| VmError::Device {
                 what: "virtio-fs",
                 message: e.to_string(),
             })?;
+            fs_stats = Some(fs.stats());
             virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;
         }
         let mut nics = Vec::new();
@@ -341,6 +345,7 @@ impl MicroVm {
             event_loop,
             vsock,
             nics,
+            fs_stats,
             bus: bus.clone(),
             console,
             first_entry: first_entry.clone(),
@@ -368,6 +373,12 @@ impl MicroVm {
     /// The host side of the guest's NICs, by slot.
     pub fn nics(&self) -> &[NetHandle] {
         &self.nics
+    }
+
+    /// What the shared directory's requests have cost so far, by opcode (`None` without
+    /// a shared directory).
+    pub fn fs_stats(&self) -> Option<&FsStats> {
+        self.fs_stats.as_deref()
     }
 
     /// The host side of the guest's vsock.

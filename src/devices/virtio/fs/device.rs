@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use fuse_backend_rs::api::server::Server;
 use virtio_queue::{Queue, QueueT};
@@ -10,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::request::{FsServer, handle_chain};
 use super::server::{ShareConfig, ShareFs};
+use super::stats::FsStats;
 use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
 use crate::devices::virtio::{
     ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice, activation_queues,
@@ -44,6 +46,8 @@ pub struct VirtioFs {
     share: Arc<ShareFs>,
     active: Option<ActiveQueues>,
     errors_seen: u32,
+    /// What the requests cost, by opcode (kept across resets: one per device).
+    stats: Arc<FsStats>,
 }
 
 impl std::fmt::Debug for VirtioFs {
@@ -100,6 +104,7 @@ impl VirtioFs {
             share,
             active: None,
             errors_seen: 0,
+            stats: Arc::default(),
         })
     }
 
@@ -120,6 +125,12 @@ impl VirtioFs {
         &self.share
     }
 
+    /// What the guest's requests have cost so far, by opcode (shared: readable while the
+    /// device runs).
+    pub fn stats(&self) -> Arc<FsStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// Whether the driver has activated the device.
     pub fn is_active(&self) -> bool {
         self.active.is_some()
@@ -138,6 +149,7 @@ impl VirtioFs {
             server,
             errors_seen,
             queue_events,
+            stats,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
@@ -150,7 +162,15 @@ impl VirtioFs {
         let mut used = 0;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
+            let started = Instant::now();
             let completion = handle_chain(server, mem, chain);
+            stats.record(
+                completion.opcode,
+                completion.request_len,
+                completion.used_len,
+                started.elapsed(),
+                completion.error.is_some(),
+            );
             if let Some(err) = completion.error {
                 log_error(errors_seen, &err);
             }

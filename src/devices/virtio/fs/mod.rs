@@ -9,7 +9,8 @@
 //! - `event_handler.rs`: the event-loop side (the two queue events);
 //! - `request.rs`: one descriptor chain through the FUSE server, with a screen in front of it
 //!   for the names a request carries, and an error reply for requests the server rejects;
-//! - `server/`: the file system: inode table, descriptor cache, open handles (see its docs).
+//! - `server/`: the file system: inode table, descriptor cache, open handles (see its docs);
+//! - `stats.rs`: requests, bytes and time by opcode (`runvm --debug` logs them).
 //!
 //! **Security.** The guest is hostile and must reach nothing outside the shared directory.
 //! [`ShareConfig`] documents what the guest is offered; on top of it the device refuses names
@@ -45,6 +46,7 @@ mod device;
 mod event_handler;
 mod request;
 mod server;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +55,7 @@ use std::path::PathBuf;
 
 pub use device::VirtioFs;
 pub use server::{FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
+pub use stats::{FsStats, OpcodeStats};
 
 /// Number of queues: hiprio and one request queue.
 pub const NUM_QUEUES: usize = 2;

@@ -52,18 +52,23 @@ pub(super) enum RequestError {
     },
 }
 
-/// How one chain was answered: the bytes written to it (its used length) and, if it went
-/// wrong, why.
+/// How one chain was answered: the request's opcode and length when it had a header, the
+/// bytes written to it (its used length) and, if it went wrong, why.
 #[derive(Debug)]
 pub(super) struct Completion {
+    pub(super) opcode: Option<u32>,
+    pub(super) request_len: u32,
     pub(super) used_len: u32,
     pub(super) error: Option<RequestError>,
 }
 
 impl Completion {
-    fn failed(used_len: u32, error: RequestError) -> Self {
+    /// A chain that held no request.
+    fn unusable(error: RequestError) -> Self {
         Completion {
-            used_len,
+            opcode: None,
+            request_len: 0,
+            used_len: 0,
             error: Some(error),
         }
     }
@@ -77,20 +82,23 @@ pub(super) fn handle_chain(
 ) -> Completion {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(reader) => reader,
-        Err(err) => return Completion::failed(0, RequestError::Chain(err)),
+        Err(err) => return Completion::unusable(RequestError::Chain(err)),
     };
     let writer = match VirtioFsWriter::new(mem, chain) {
         Ok(writer) => writer,
-        Err(err) => return Completion::failed(0, RequestError::Chain(err)),
+        Err(err) => return Completion::unusable(RequestError::Chain(err)),
     };
     // Read the header on a copy: the server reads the request again from the start.
     let mut body = reader.clone();
     let Ok(header) = body.read_obj::<InHeader>() else {
-        return Completion::failed(0, RequestError::NoHeader);
+        return Completion::unusable(RequestError::NoHeader);
     };
+    let (opcode, request_len) = (Some(header.opcode), header.len);
     if let Err(errno) = screen_request(&header, &mut body) {
         // Refused on purpose: an ordinary error reply, nothing to log.
         return Completion {
+            opcode,
+            request_len,
             used_len: reply_error(writer, header.unique, errno),
             error: None,
         };
@@ -98,6 +106,8 @@ pub(super) fn handle_chain(
     // The server writes through its own copy; ours stays at the start for an error reply.
     match server.handle_message(reader, writer.clone().into(), None, None) {
         Ok(written) => Completion {
+            opcode,
+            request_len,
             used_len: u32::try_from(written).unwrap_or(u32::MAX),
             error: None,
         },
@@ -107,13 +117,15 @@ pub(super) fn handle_chain(
             } else {
                 0
             };
-            Completion::failed(
+            Completion {
+                opcode,
+                request_len,
                 used_len,
-                RequestError::Server {
+                error: Some(RequestError::Server {
                     opcode: header.opcode,
                     source,
-                },
-            )
+                }),
+            }
         }
     }
 }

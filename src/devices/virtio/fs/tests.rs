@@ -464,7 +464,6 @@ fn a_one_mebibyte_write_in_page_sized_buffers_reaches_the_file() {
     let share = share_with_file();
     let mem = test_memory();
     let mut guest = TestGuest::new(&mem, share.path());
-    guest.init().unwrap();
     let (entry, fh) = guest.create(ROOT_ID, b"big", 0o644).unwrap();
     let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
     mem.write_slice(&data, GuestAddress(DATA_ADDR)).unwrap();
@@ -505,6 +504,29 @@ fn a_one_mebibyte_write_in_page_sized_buffers_reaches_the_file() {
         1 << 20
     );
     assert_eq!(std::fs::read(share.path().join("big")).unwrap(), data);
+}
+
+#[test]
+fn the_device_counts_requests_by_opcode() {
+    let share = share_with_file();
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem, share.path());
+    let stats = guest.dev().stats();
+    guest.lookup(ROOT_ID, b"hello.txt").unwrap();
+    guest.lookup(ROOT_ID, b"hello.txt").unwrap();
+    assert_eq!(guest.lookup(ROOT_ID, b"missing").err(), Some(libc::ENOENT));
+    // Refused by the screen: still a request, answered.
+    assert_eq!(guest.lookup_raw(ROOT_ID, b"a/b").err(), Some(libc::EINVAL));
+    let ops = stats.snapshot();
+    let lookup = ops.iter().find(|o| o.name == "LOOKUP").unwrap();
+    assert_eq!(lookup.requests, 4);
+    assert_eq!(lookup.errors, 0);
+    assert!(lookup.bytes_in >= 4 * size_of::<InHeader>() as u64);
+    assert!(lookup.bytes_out >= 4 * size_of::<OutHeader>() as u64);
+    let init = ops.iter().find(|o| o.name == "INIT").unwrap();
+    assert_eq!(init.requests, 1);
+    assert_eq!(ops.iter().map(|o| o.requests).sum::<u64>(), 5);
+    assert!(stats.summary().contains("LOOKUP 4/0 err"));
 }
 
 #[test]

@@ -342,3 +342,46 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
 }
+
+#[test]
+fn with_debug_the_log_counts_the_root_shares_requests_by_opcode() {
+    require_real_kvm();
+    guest_image();
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &["sh", "-c", "echo hi > /written && cat /written"],
+        &[PATH],
+        "/",
+    );
+    let state = dir.path().join("state");
+    let log = dir.path().join("log.json");
+    let out = Command::new(runvm_bin())
+        .arg("--root")
+        .arg(&state)
+        .arg("--debug")
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "run", "--bundle"])
+        .arg(&bundle)
+        .arg("debug-fs")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.stdout, b"hi\n");
+    // The report goes to the log, not to the container's stderr.
+    assert!(!stderr.contains("virtio-fs:"), "{stderr}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let msg = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "debug")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .find(|m| m.starts_with("virtio-fs:"))
+        .unwrap_or_else(|| panic!("no virtio-fs line at level debug in {text}"));
+    for op in ["INIT 1/0 err", "LOOKUP ", "CREATE ", "WRITE "] {
+        assert!(msg.contains(op), "{op:?} missing from {msg}");
+    }
+}
