@@ -42,20 +42,21 @@ pub fn install(logger: Logger) {
 /// otherwise. A sandbox's stderr is the container's, so what only concerns the host stays
 /// out of it when a log exists.
 pub fn warning(msg: &str) {
-    let msg = msg.replace('\n', " ");
-    match INSTALLED.get() {
-        Some(logger) if logger.file.is_some() => logger.write("warning", &msg),
-        _ => eprintln!("runvm: warning: {msg}"),
-    }
+    report("warning", msg);
 }
 
 /// A developer's report (`--debug`): a line of level `debug` in the `--log` file when
 /// there is one, on stderr otherwise. Callers check `--debug` themselves.
 pub fn debug(msg: &str) {
+    report("debug", msg);
+}
+
+/// One line of `level`: in the installed logger's file when it has one, on stderr otherwise.
+fn report(level: &str, msg: &str) {
     let msg = msg.replace('\n', " ");
     match INSTALLED.get() {
-        Some(logger) if logger.file.is_some() => logger.write("debug", &msg),
-        _ => eprintln!("runvm: debug: {msg}"),
+        Some(logger) if logger.file.is_some() => logger.write(level, &msg),
+        _ => eprintln!("runvm: {level}: {msg}"),
     }
 }
 
