@@ -194,6 +194,7 @@ fn boot(args: &BootArgs, debug: bool) -> anyhow::Result<ExitCode> {
         debug,
         allow_software_kvm: args.setup_only,
         shared_dir: None,
+        share_config: Default::default(),
         net_slots: 0,
         net_offloads: true,
     };
@@ -287,6 +288,7 @@ fn share_in_vm(
         debug,
         allow_software_kvm: false,
         shared_dir: Some(at.to_owned()),
+        share_config: crate::runtime::shared_dir::share_config(),
         net_slots: 0,
         net_offloads: true,
     };

@@ -22,7 +22,7 @@ use super::net::{self, GuestNet, GuestNetError};
 use super::relay;
 use super::sandbox::Tracker;
 use super::serve;
-use super::shared_dir::{ShareError, SharedDir};
+use super::shared_dir::{self, ShareError, SharedDir};
 use super::sizing::{self, SizingError};
 use super::spec::{self, SpecError};
 use super::state::{ContainerState, StateError, Store};
@@ -373,6 +373,7 @@ fn in_vm(
         debug: opts.debug,
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
+        share_config: shared_dir::share_config(),
         net_slots: net_slots.count,
         net_offloads: net_slots.offloads,
     })?;

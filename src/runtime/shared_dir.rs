@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use guest_init::mount::mount;
 
+use crate::devices::virtio::fs::{DataCache, ShareConfig};
+
 /// Errors assembling the shared directory.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
@@ -39,6 +41,21 @@ pub struct HostBind {
     /// Read-only: enforced here too, so a guest kernel that ignores its own read-only
     /// mount still cannot write to the host.
     pub readonly: bool,
+}
+
+/// The entry of the shared directory where the container's root file system is.
+const ROOTFS_ENTRY: &std::ffi::CStr = c"rootfs";
+
+/// How the shared directory is served: the guest keeps the data of the container's root
+/// file system cached across opens, which only it writes while the container runs (each
+/// file checked at open for changes made behind its back, such as `docker cp`); bind mounts,
+/// which the host and other containers may change, are read again at every open
+/// (close-to-open). Names and attributes are cached for 1 s everywhere.
+pub fn share_config() -> ShareConfig {
+    ShareConfig {
+        data_cache: DataCache::KeptUnder(ROOTFS_ENTRY),
+        ..ShareConfig::default()
+    }
 }
 
 /// The assembled directory.
@@ -87,7 +104,7 @@ impl SharedDir {
             Some("mode=0755"),
         )
         .map_err(sys("mount a tmpfs on", at))?;
-        let root_target = at.join("rootfs");
+        let root_target = at.join(std::ffi::OsStr::from_bytes(ROOTFS_ENTRY.to_bytes()));
         std::fs::create_dir(&root_target).map_err(sys("create", &root_target))?;
         mount(
             Some(rootfs),

@@ -25,11 +25,13 @@ use super::pause::{Gate, PauseError};
 use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
-use crate::devices::virtio::VirtioDevice;
-use crate::devices::virtio::fs::{FsStats, VirtioFs};
-use crate::devices::virtio::mmio::{MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET};
+use crate::devices::virtio::fs::{FsStats, ShareConfig, VirtioFs};
+use crate::devices::virtio::mmio::{
+    INTERRUPT_ACK_OFFSET, MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET,
+};
 use crate::devices::virtio::net::{Net, NetHandle, NetOptions};
 use crate::devices::virtio::vsock::{Vsock, VsockHandle};
+use crate::devices::virtio::{INT_VRING, VirtioDevice};
 use crate::host::HostRoot;
 use crate::host::kvm::{self as host_kvm, KvmBackend};
 
@@ -66,6 +68,8 @@ pub struct VmConfig {
     pub debug: bool,
     /// A host directory exported to the guest over virtio-fs as [`SHARE_TAG`].
     pub shared_dir: Option<PathBuf>,
+    /// How it is served (cache policy, descriptor budget): chosen by whoever assembled it.
+    pub share_config: ShareConfig,
     /// virtio-net devices (slots 0..n), each without a backend until one is attached
     /// through [`MicroVm::nics`].
     pub net_slots: u32,
@@ -192,6 +196,13 @@ impl VirtioSlots {
         let transport = MmioTransport::new(as_virtio, mem.clone()).map_err(io("virtio-mmio"))?;
         vm.register_irqfd(transport.interrupt().irqfd(), irq)
             .map_err(ioctl("KVM_IRQFD (virtio)"))?;
+        // The guest's acknowledgement of used buffers alone stays in KVM (see mmio.rs).
+        vm.register_ioevent(
+            transport.vring_ack_event(),
+            &IoEventAddress::Mmio(base + INTERRUPT_ACK_OFFSET),
+            INT_VRING,
+        )
+        .map_err(ioctl("KVM_IOEVENTFD (interrupt ack)"))?;
         {
             let dev = device.lock().unwrap_or_else(|p| p.into_inner());
             for (i, evt) in dev.queue_events().iter().enumerate() {
@@ -289,9 +300,11 @@ impl MicroVm {
         virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(vsock_dev)))?;
         let mut fs_stats = None;
         if let Some(dir) = &config.shared_dir {
-            let fs = VirtioFs::new(SHARE_TAG, dir).map_err(|e| VmError::Device {
-                what: "virtio-fs",
-                message: e.to_string(),
+            let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config).map_err(|e| {
+                VmError::Device {
+                    what: "virtio-fs",
+                    message: e.to_string(),
+                }
             })?;
             fs_stats = Some(fs.stats());
             virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;

@@ -7,6 +7,15 @@
 //! the device offers, queue sizes powers of two within the maximum, queue rings inside guest
 //! memory; a driver that gets it wrong sees FEATURES_OK refused or DEVICE_NEEDS_RESET, never
 //! a panic.
+//!
+//! The guest's interrupt handler reads InterruptStatus and writes it back to InterruptACK:
+//! two exits to the VMM per interrupt. The VMM registers [`MmioTransport::vring_ack_event`]
+//! as an ioeventfd on InterruptACK matching the value [`INT_VRING`](super::INT_VRING) alone,
+//! so the common acknowledgement (used buffers, nothing else) ends in KVM and never reaches
+//! the VMM: the VRING bit then stays set once raised, and the driver looks at its queues at
+//! every interrupt of the device, as it would for a new used buffer (it finds none: no harm).
+//! Any other acknowledgement (a configuration change) exits as before and clears the bits
+//! it names.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +62,9 @@ pub const REG_CONFIG: u64 = 0x100;
 
 /// The QueueNotify register's offset, where the VMM attaches each queue's ioeventfd.
 pub const QUEUE_NOTIFY_OFFSET: u64 = REG_QUEUE_NOTIFY;
+/// The InterruptACK register's offset, where the VMM attaches
+/// [`MmioTransport::vring_ack_event`] (see the module docs).
+pub const INTERRUPT_ACK_OFFSET: u64 = REG_INTERRUPT_ACK;
 
 // Device status bits (virtio 1.2 §2.1).
 const STATUS_ACKNOWLEDGE: u32 = 1;
@@ -89,6 +101,9 @@ pub struct MmioTransport {
     mem: GuestMemory,
     interrupt: Arc<IrqTrigger>,
     interrupt_status: Arc<AtomicU32>,
+    /// Signalled by KVM for each acknowledgement of VRING alone; never read (its counter
+    /// cannot overflow in practice: 2^64 - 1 interrupts).
+    vring_ack: EventFd,
     queues: Vec<Queue>,
     /// Per queue: the driver wrote a size the queue refused, so it must not be activated.
     bad_size: Vec<bool>,
@@ -115,6 +130,7 @@ impl MmioTransport {
             mem,
             interrupt,
             interrupt_status,
+            vring_ack: EventFd::new(libc::EFD_NONBLOCK)?,
             bad_size: vec![false; queues.len()],
             queues,
             device_features_sel: 0,
@@ -140,6 +156,12 @@ impl MmioTransport {
     /// The interrupt of this device (its irqfd goes to KVM).
     pub fn interrupt(&self) -> &Arc<IrqTrigger> {
         &self.interrupt
+    }
+
+    /// The eventfd to register on [`INTERRUPT_ACK_OFFSET`] matching `INT_VRING` (see the
+    /// module docs).
+    pub fn vring_ack_event(&self) -> &EventFd {
+        &self.vring_ack
     }
 
     /// The device behind the transport.

@@ -54,7 +54,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::VirtioFs;
-pub use server::{FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
+pub use server::{DataCache, FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
 pub use stats::{FsStats, OpcodeStats};
 
 /// Number of queues: hiprio and one request queue.

@@ -1,6 +1,6 @@
 //! fuse-backend-rs's `FileSystem` trait for [`ShareFs`]: each request dispatched to its
-//! `ops_*.rs` implementation. Requests not implemented here keep the trait's answer: `ENOSYS`
-//! for extended attributes, locks, BMAP, POLL and DAX mappings; `ENOTTY` for IOCTL.
+//! `ops_*.rs` (or `xattr.rs`) implementation. Requests not implemented here keep the trait's
+//! answer: `ENOSYS` for locks, BMAP, POLL and DAX mappings; `ENOTTY` for IOCTL.
 
 use std::ffi::CStr;
 use std::io;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::CreateIn;
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileSystem, FsOptions, OpenOptions, SetattrValid, ZeroCopyReader,
-    ZeroCopyWriter,
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
+    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
 };
 
 use super::ShareFs;
@@ -132,10 +132,10 @@ impl FileSystem for ShareFs {
         _ctx: &Context,
         inode: u64,
         flags: u32,
-        _fuse_flags: u32,
+        fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
-        let fh = self.do_open(inode, flags, false)?;
-        Ok((Some(fh), OpenOptions::empty(), None))
+        let (fh, options) = self.do_open(inode, flags, fuse_flags, false)?;
+        Ok((Some(fh), options, None))
     }
 
     fn create(
@@ -174,9 +174,9 @@ impl FileSystem for ShareFs {
         _lock_owner: Option<u64>,
         _delayed_write: bool,
         flags: u32,
-        _fuse_flags: u32,
+        fuse_flags: u32,
     ) -> io::Result<usize> {
-        self.do_write(inode, handle, r, size, offset, flags)
+        self.do_write(inode, handle, r, size, offset, flags, fuse_flags)
     }
 
     fn flush(&self, _ctx: &Context, inode: u64, handle: u64, _lock_owner: u64) -> io::Result<()> {
@@ -222,8 +222,8 @@ impl FileSystem for ShareFs {
         inode: u64,
         flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        let fh = self.do_open(inode, flags, true)?;
-        Ok((Some(fh), OpenOptions::empty()))
+        let (fh, options) = self.do_open(inode, flags, 0, true)?;
+        Ok((Some(fh), options))
     }
 
     fn readdir(
@@ -271,5 +271,34 @@ impl FileSystem for ShareFs {
         whence: u32,
     ) -> io::Result<u64> {
         self.do_lseek(inode, handle, offset, whence)
+    }
+
+    fn setxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> io::Result<()> {
+        self.do_setxattr(inode, name, value, flags)
+    }
+
+    fn getxattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.do_getxattr(inode, name, size)
+    }
+
+    fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.do_listxattr(inode, size)
+    }
+
+    fn removexattr(&self, _ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.do_removexattr(inode, name)
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::lock;
@@ -19,6 +19,9 @@ pub(super) struct OpenHandle {
     file: Mutex<File>,
     /// Its status flags as the guest last gave them.
     flags: AtomicU32,
+    /// Whether the guest changed the file's data through it (WRITE, FALLOCATE, a SETATTR
+    /// of the size): what the guest caches of the file then includes its own changes.
+    wrote: AtomicBool,
 }
 
 /// The status flags a guest's `fcntl(F_SETFL)` may change on the host file (the kernel
@@ -42,6 +45,16 @@ impl OpenHandle {
             self.flags.store(flags, Ordering::Relaxed);
         }
         Ok(file)
+    }
+
+    /// Notes that the guest changed the file's data through this handle.
+    pub(super) fn mark_written(&self) {
+        self.wrote.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`OpenHandle::mark_written`] was called.
+    pub(super) fn written(&self) -> bool {
+        self.wrote.load(Ordering::Relaxed)
     }
 }
 
@@ -86,6 +99,7 @@ impl HandleTable {
             inode,
             file: Mutex::new(file),
             flags: AtomicU32::new(flags & STATUS_FLAGS),
+            wrote: AtomicBool::new(false),
         };
         self.handles.insert(fh, Arc::new(handle));
         Ok(fh)
@@ -100,11 +114,12 @@ impl HandleTable {
             .ok_or_else(|| errno(libc::EBADF))
     }
 
-    /// Closes handle `fh` of `inode` (once the requests using it are done).
-    pub(super) fn remove(&mut self, fh: u64, inode: u64) -> io::Result<()> {
-        self.get(fh, inode)?;
+    /// Takes handle `fh` of `inode` out of the table: the file closes when the requests
+    /// still using it are done (and the caller drops it).
+    pub(super) fn remove(&mut self, fh: u64, inode: u64) -> io::Result<Arc<OpenHandle>> {
+        let handle = self.get(fh, inode)?;
         self.handles.remove(&fh);
-        Ok(())
+        Ok(handle)
     }
 
     /// Closes every handle.
@@ -137,7 +152,10 @@ mod tests {
             Some(libc::EBADF)
         );
         assert!(table.remove(a, 6).is_err());
-        table.remove(a, 5).unwrap();
+        let removed = table.remove(a, 5).unwrap();
+        assert!(!removed.written());
+        removed.mark_written();
+        assert!(removed.written());
         assert_eq!(table.len(), 1);
         assert!(table.check_room().is_ok());
         table.clear();

@@ -50,6 +50,26 @@ impl Identity {
     }
 }
 
+/// A file's size and times: while they stay the same, its data is taken to be unchanged
+/// (see `data_cache.rs` for the one race this leaves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp {
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp in `st`.
+    pub(super) fn of(st: &libc::stat64) -> Self {
+        Stamp {
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
 /// One way to reach an inode: the entry `name` in the directory inode `parent`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct InodeName {
@@ -65,6 +85,8 @@ struct Inode {
     children: u64,
     names: Vec<InodeName>,
     pinned: Option<Arc<OwnedFd>>,
+    /// What the guest's cache of the file's data reflects (see `data_cache.rs`).
+    stamp: Option<Stamp>,
 }
 
 /// The inodes the guest knows (see the module docs).
@@ -100,10 +122,48 @@ impl InodeTable {
                 children: 0,
                 names: Vec::new(),
                 pinned: None,
+                stamp: None,
             },
         );
         table.by_identity.insert((root.dev, root.ino), ROOT_ID);
         table
+    }
+
+    /// The stamp last recorded for inode `id`.
+    pub(super) fn stamp(&self, id: u64) -> Option<Stamp> {
+        self.inodes.get(&id)?.stamp
+    }
+
+    /// Records `stamp` for inode `id` (kept until the inode goes).
+    pub(super) fn set_stamp(&mut self, id: u64, stamp: Stamp) {
+        if let Some(inode) = self.inodes.get_mut(&id) {
+            inode.stamp = Some(stamp);
+        }
+    }
+
+    /// Whether every name inode `id` is known by lies under the root's entry `top` (each
+    /// followed up through its parents' first names). False for the root itself and for an
+    /// inode without names.
+    pub(super) fn only_under(&self, id: u64, top: &CStr) -> bool {
+        let Some(inode) = self.inodes.get(&id) else {
+            return false;
+        };
+        !inode.names.is_empty()
+            && inode
+                .names
+                .iter()
+                .all(|name| self.top_name(name).is_some_and(|found| found == top))
+    }
+
+    /// The root's entry that `name` lies under, following first names up (bounded).
+    fn top_name<'a>(&'a self, mut name: &'a InodeName) -> Option<&'a CStr> {
+        for _ in 0..MAX_DEPTH {
+            if name.parent == ROOT_ID {
+                return Some(&name.name);
+            }
+            name = self.inodes.get(&name.parent)?.names.first()?;
+        }
+        None
     }
 
     /// The number of inodes, the root included.
@@ -167,6 +227,7 @@ impl InodeTable {
                 children: 0,
                 names: Vec::new(),
                 pinned: None,
+                stamp: None,
             },
         );
         // A stale entry of the same (dev, ino) (a different file type) is no longer found.
@@ -515,5 +576,43 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.take_dropped().len(), 2);
         assert_eq!(t.find(&ident(1, DIR)), Some(ROOT_ID));
+    }
+
+    #[test]
+    fn only_under_follows_every_name_to_the_roots_entry() {
+        let mut t = table();
+        let rootfs = t.record_lookup(ROOT_ID, c"rootfs", ident(2, DIR)).unwrap();
+        let binds = t.record_lookup(ROOT_ID, c"binds", ident(3, DIR)).unwrap();
+        let etc = t.record_lookup(rootfs, c"etc", ident(4, DIR)).unwrap();
+        let file = t.record_lookup(etc, c"hosts", ident(5, REG)).unwrap();
+        assert!(t.only_under(file, c"rootfs"));
+        assert!(t.only_under(etc, c"rootfs"));
+        assert!(t.only_under(rootfs, c"rootfs"));
+        assert!(!t.only_under(file, c"binds"));
+        assert!(!t.only_under(ROOT_ID, c"rootfs"));
+        // A second name under another entry (a hard link, the same file bound twice): no.
+        t.record_lookup(binds, c"hosts", ident(5, REG)).unwrap();
+        assert!(!t.only_under(file, c"rootfs"));
+        assert!(!t.only_under(file, c"binds"));
+        // Its name under `binds` gone: under `rootfs` alone again.
+        assert!(t.remove_name(file, binds, c"hosts"));
+        assert!(t.only_under(file, c"rootfs"));
+    }
+
+    #[test]
+    fn a_stamp_lives_as_long_as_its_inode() {
+        let mut t = table();
+        let a = t.record_lookup(ROOT_ID, c"a", ident(10, REG)).unwrap();
+        assert_eq!(t.stamp(a), None);
+        // SAFETY: `stat64` is plain data; all zeroes is a valid value.
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        st.st_size = 7;
+        t.set_stamp(a, Stamp::of(&st));
+        assert_eq!(t.stamp(a), Some(Stamp::of(&st)));
+        st.st_ctime_nsec = 1;
+        assert_ne!(t.stamp(a), Some(Stamp::of(&st)));
+        t.forget(a, 1);
+        let again = t.record_lookup(ROOT_ID, c"a", ident(10, REG)).unwrap();
+        assert_eq!(t.stamp(again), None);
     }
 }

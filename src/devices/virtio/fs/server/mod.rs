@@ -12,17 +12,22 @@
 //! - `handles.rs`: open files and directories, a descriptor each, bounded;
 //! - `ino_map.rs`: stable inode numbers for the guest;
 //! - `creds.rs`: files created with the request's uid/gid;
+//! - `data_cache.rs`: which files' data the guest keeps cached between opens;
+//! - `killpriv.rs`: set-user-ID and set-group-ID bits cleared where the guest kernel asks;
 //! - `limits.rs`: the descriptor budget and the process's `RLIMIT_NOFILE`;
 //! - `sys.rs`: the system calls, always relative to a descriptor;
+//! - `xattr.rs`: extended attributes, for the names a container may use;
 //! - `ops_entry.rs`, `ops_names.rs`, `ops_files.rs`, `ops_dirs.rs`: the requests, by concern;
 //!   `filesystem.rs`: the trait impl that dispatches to them.
 
 mod creds;
+mod data_cache;
 mod fd_cache;
 mod filesystem;
 mod handles;
 mod ino_map;
 mod inodes;
+mod killpriv;
 mod limits;
 mod ops_dirs;
 mod ops_entry;
@@ -30,6 +35,7 @@ mod ops_files;
 mod ops_names;
 mod resolve;
 mod sys;
+mod xattr;
 
 use std::ffi::CStr;
 use std::io;
@@ -41,6 +47,7 @@ use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::Entry;
 
+pub use data_cache::DataCache;
 use handles::HandleTable;
 use inodes::Identity;
 pub use limits::{FsLimits, VMM_MARGIN};
@@ -67,12 +74,14 @@ pub enum ServerError {
 /// - `entry_timeout`, `attr_timeout` (1 s): close-to-open consistency. The share is mostly the
 ///   guest's alone (the container rootfs), but bind-mount sources may change on the host.
 /// - `limits`: the descriptors the server may hold (see [`FsLimits`]).
+/// - `data_cache`: which files' data the guest keeps cached from one open to the next
+///   ([`DataCache`]; by default none: close-to-open).
 ///
 /// Fixed, not options: no writeback cache (the guest's view of sizes never diverges from the
-/// host's, files opened write-only are never read), no DAX (no shared memory window), no
-/// extended attributes (`ENOSYS`: no security labels, ACLs or `security.capability` set by the
-/// guest on host files), no locks (`ENOSYS`), every OPEN and OPENDIR answered with a handle and
-/// no cache flags (fuse-backend-rs's `CachePolicy::Auto`), inode numbers as `ino_map.rs` says.
+/// host's, files opened write-only are never read), no DAX (no shared memory window),
+/// extended attributes for `user.*`, ACLs and file capabilities only (`xattr.rs`), no locks
+/// (`ENOSYS`), every OPEN and OPENDIR answered with a handle, inode numbers as `ino_map.rs`
+/// says.
 #[derive(Clone, Copy, Debug)]
 pub struct ShareConfig {
     /// How long the guest may cache a name.
@@ -81,6 +90,8 @@ pub struct ShareConfig {
     pub attr_timeout: Duration,
     /// The descriptor budget.
     pub limits: FsLimits,
+    /// Which files' data the guest keeps cached between opens.
+    pub data_cache: DataCache,
 }
 
 impl Default for ShareConfig {
@@ -89,6 +100,7 @@ impl Default for ShareConfig {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::from_secs(1),
             limits: FsLimits::default(),
+            data_cache: DataCache::PerOpen,
         }
     }
 }
@@ -237,15 +249,21 @@ impl ShareFs {
     /// Opens inode `id` (a regular file or directory only, never a symlink, device, FIFO or
     /// socket) with `flags` through `/proc/self/fd`, and checks it is still that inode.
     fn open_inode(&self, id: u64, flags: i32) -> io::Result<std::fs::File> {
+        self.open_inode_stat(id, flags).map(|(file, _)| file)
+    }
+
+    /// [`ShareFs::open_inode`], with the file's attributes once open.
+    fn open_inode_stat(&self, id: u64, flags: i32) -> io::Result<(std::fs::File, libc::stat64)> {
         let (fd, identity) = self.inode(id)?;
         if !matches!(identity.kind, libc::S_IFREG | libc::S_IFDIR) {
             return Err(errno(libc::EBADF));
         }
         let file = sys::reopen(&self.proc_self_fd, &fd, flags)?;
-        if Identity::of(&sys::fstat(&file)?) != identity {
+        let st = sys::fstat(&file)?;
+        if Identity::of(&st) != identity {
             return Err(errno(libc::ESTALE));
         }
-        Ok(file)
+        Ok((file, st))
     }
 }
 

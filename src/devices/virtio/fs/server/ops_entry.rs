@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::{Context, Entry, FsOptions, SetattrValid};
 
+use super::killpriv;
 use super::sys::{self, errno};
 use super::{ShareFs, purge_dropped};
 
@@ -18,15 +19,20 @@ use super::{ShareFs, purge_dropped};
 ///   what sequential I/O costs;
 /// - ASYNC_READ: the guest may have several reads of one file in flight (readahead);
 /// - PARALLEL_DIROPS: lookups and listings of one directory need not wait for each other in
-///   the guest (the server keeps its own state consistent under its locks).
+///   the guest (the server keeps its own state consistent under its locks);
+/// - HANDLE_KILLPRIV_V2: the server clears set-user-ID and set-group-ID bits where the guest
+///   flags it (`killpriv.rs`), so a `chown` is one round trip, not a GETATTR and a SETATTR;
+/// - ATOMIC_O_TRUNC: `O_TRUNC` travels with OPEN, not as a SETATTR after it.
 ///
-/// Not (yet): a writeback cache, zero-message open, killpriv, DAX.
+/// Not (yet): a writeback cache, zero-message open, DAX.
 pub(super) const INIT_OPTIONS: FsOptions = FsOptions::DO_READDIRPLUS
     .union(FsOptions::READDIRPLUS_AUTO)
     .union(FsOptions::BIG_WRITES)
     .union(FsOptions::MAX_PAGES)
     .union(FsOptions::ASYNC_READ)
-    .union(FsOptions::PARALLEL_DIROPS);
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::HANDLE_KILLPRIV_V2)
+    .union(FsOptions::ATOMIC_O_TRUNC);
 
 impl ShareFs {
     /// INIT: what the server answers with the guest kernel's offer (fuse-backend-rs keeps
@@ -87,7 +93,8 @@ impl ShareFs {
     }
 
     /// SETATTR: mode, owner, size and times, through handle `fh` when given, else through the
-    /// inode's descriptor (`/proc/self/fd` for mode and times, a fresh open for the size).
+    /// inode's descriptor (`/proc/self/fd` for mode and times, a fresh open for the size);
+    /// then set-user-ID and set-group-ID cleared if the guest asks (`killpriv.rs`).
     pub(super) fn do_setattr(
         &self,
         id: u64,
@@ -118,7 +125,10 @@ impl ShareFs {
         }
         if valid.contains(SetattrValid::SIZE) {
             match &handle {
-                Some(handle) => sys::ftruncate(&*handle.file(), attr.st_size)?,
+                Some(handle) => {
+                    handle.mark_written();
+                    sys::ftruncate(&*handle.file(), attr.st_size)?
+                }
                 None => {
                     let file = self.open_inode(id, libc::O_RDWR | libc::O_NONBLOCK)?;
                     sys::ftruncate(&file, attr.st_size)?;
@@ -162,6 +172,9 @@ impl ShareFs {
                 Some(handle) => sys::futimens(&*handle.file(), &times)?,
                 None => sys::utimens_fd(&self.proc_self_fd, &fd, &times)?,
             }
+        }
+        if valid.contains(SetattrValid::KILL_SUIDGID) {
+            killpriv::kill_path(&self.proc_self_fd, &fd)?;
         }
         drop(handle);
         self.do_getattr(id, None)

@@ -7,11 +7,14 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 
-use fuse_backend_rs::abi::fuse_abi::CreateIn;
-use fuse_backend_rs::api::filesystem::{Context, Entry, ZeroCopyReader, ZeroCopyWriter};
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, FOPEN_IN_KILL_SUIDGID, WRITE_KILL_PRIV};
+use fuse_backend_rs::api::filesystem::{
+    Context, Entry, OpenOptions, ZeroCopyReader, ZeroCopyWriter,
+};
 
 use super::creds::ScopedCreds;
 use super::inodes::Identity;
+use super::killpriv;
 use super::sys::{self, errno};
 use super::{ShareFs, check_name};
 
@@ -33,17 +36,36 @@ fn host_open_flags(flags: u32) -> i32 {
     (flags as i32 & ALLOWED_OPEN_FLAGS) | libc::O_CLOEXEC
 }
 
+/// Whether an OPEN or CREATE with `flags` and `fuse_flags` must clear set-user-ID and
+/// set-group-ID: a truncating open the guest flagged (`killpriv.rs`).
+fn kills_on_open(flags: u32, fuse_flags: u32) -> bool {
+    flags & libc::O_TRUNC as u32 != 0 && fuse_flags & FOPEN_IN_KILL_SUIDGID != 0
+}
+
 impl ShareFs {
-    /// OPEN (`dir` false) and OPENDIR (`dir` true) of inode `id`: a new handle. Only regular
-    /// files and directories can be opened.
-    pub(super) fn do_open(&self, id: u64, flags: u32, dir: bool) -> io::Result<u64> {
+    /// OPEN (`dir` false) and OPENDIR (`dir` true) of inode `id`: a new handle, and whether
+    /// the guest keeps what it cached of the file (`data_cache.rs`). Only regular files and
+    /// directories can be opened. `fuse_flags` may ask to clear set-user-ID and set-group-ID
+    /// on a truncating open (`killpriv.rs`).
+    pub(super) fn do_open(
+        &self,
+        id: u64,
+        flags: u32,
+        fuse_flags: u32,
+        dir: bool,
+    ) -> io::Result<(u64, OpenOptions)> {
         self.handles().check_room()?;
         let mut host_flags = host_open_flags(flags);
         if dir {
             host_flags |= libc::O_DIRECTORY;
         }
-        let file = self.open_inode(id, host_flags)?;
-        self.handles().insert(id, file, flags)
+        let (file, mut st) = self.open_inode_stat(id, host_flags)?;
+        if kills_on_open(flags, fuse_flags) {
+            killpriv::kill_open(&file)?;
+            st = sys::fstat(&file)?;
+        }
+        let options = self.open_cache_options(id, &st);
+        Ok((self.handles().insert(id, file, flags)?, options))
     }
 
     /// CREATE: a new regular file owned by the request's uid/gid, opened; with `O_EXCL`
@@ -87,7 +109,13 @@ impl ShareFs {
                 }
             }
             None => ScopedCreds::switch(ctx.uid, ctx.gid)
-                .and_then(|_creds| self.open_inode(entry.inode, flags)),
+                .and_then(|_creds| self.open_inode(entry.inode, flags))
+                .and_then(|file| {
+                    if kills_on_open(args.flags, args.fuse_flags) {
+                        killpriv::kill_open(&file)?;
+                    }
+                    Ok(file)
+                }),
         };
         let fh = opened.and_then(|file| self.handles().insert(entry.inode, file, args.flags));
         match fh {
@@ -115,7 +143,9 @@ impl ShareFs {
         w.write_from(&mut *file, size as usize, offset)
     }
 
-    /// WRITE: `size` bytes at `offset` straight from the guest's buffers.
+    /// WRITE: `size` bytes at `offset` straight from the guest's buffers; set-user-ID and
+    /// set-group-ID cleared first if `fuse_flags` asks (`killpriv.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn do_write(
         &self,
         id: u64,
@@ -124,9 +154,14 @@ impl ShareFs {
         size: u32,
         offset: u64,
         flags: u32,
+        fuse_flags: u32,
     ) -> io::Result<usize> {
         let handle = self.handles().get(fh, id)?;
+        handle.mark_written();
         let mut file = handle.file_with_flags(flags)?;
+        if fuse_flags & WRITE_KILL_PRIV != 0 {
+            killpriv::kill_open(&file)?;
+        }
         r.read_to(&mut *file, size as usize, offset)
     }
 
@@ -142,7 +177,9 @@ impl ShareFs {
 
     /// RELEASE and RELEASEDIR.
     pub(super) fn do_release(&self, id: u64, fh: u64) -> io::Result<()> {
-        self.handles().remove(fh, id)
+        let handle = self.handles().remove(fh, id)?;
+        self.note_release(id, &handle);
+        Ok(())
     }
 
     /// FSYNC and FSYNCDIR.
@@ -160,6 +197,7 @@ impl ShareFs {
         length: u64,
     ) -> io::Result<()> {
         let handle = self.handles().get(fh, id)?;
+        handle.mark_written();
         sys::fallocate(&*handle.file(), mode, offset, length)
     }
 

@@ -10,6 +10,10 @@ use super::inodes::ROOT_ID;
 use super::*;
 
 fn share() -> (tempfile::TempDir, ShareFs) {
+    share_with(DataCache::PerOpen)
+}
+
+fn share_with(data_cache: DataCache) -> (tempfile::TempDir, ShareFs) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file"), b"0123456789").unwrap();
     // Explicit modes: `ShareFs::new` sets the process's umask to 0, and other tests make
@@ -32,6 +36,7 @@ fn share() -> (tempfile::TempDir, ShareFs) {
             open_handles: 8,
             pinned: 4,
         },
+        data_cache,
         ..ShareConfig::default()
     };
     let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
@@ -58,6 +63,8 @@ fn init_asks_for_large_requests_and_adaptive_readdirplus() {
             | FsOptions::MAX_PAGES
             | FsOptions::ASYNC_READ
             | FsOptions::PARALLEL_DIROPS
+            | FsOptions::HANDLE_KILLPRIV_V2
+            | FsOptions::ATOMIC_O_TRUNC
     );
     assert!(!offered.contains(FsOptions::WRITEBACK_CACHE));
     assert_eq!(
@@ -270,8 +277,14 @@ fn access_statfs_lseek_fallocate_and_sync() {
     fs.fsync(&ctx(), file, true, fh).unwrap();
     fs.release(&ctx(), file, 0, fh, false, false, None).unwrap();
     assert!(fs.fsync(&ctx(), file, false, fh).is_err());
-    // Extended attributes and locks are not offered.
-    let err = fs.getxattr(&ctx(), file, &name("user.x"), 0).err().unwrap();
+    // Locks are not offered (the guest keeps its own).
+    let lock = fuse_backend_rs::api::filesystem::FileLock {
+        start: 0,
+        end: 0,
+        lock_type: libc::F_WRLCK as u32,
+        pid: 1,
+    };
+    let err = fs.getlk(&ctx(), file, fh, 0, lock, 0).err().unwrap();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
 }
 
@@ -290,4 +303,274 @@ fn destroy_forgets_everything_but_the_root() {
     assert_eq!(fs.inode_fds(), 0);
     assert!(fs.getattr(&ctx(), file, Some(fh)).is_err());
     assert!(fs.getattr(&ctx(), ROOT_ID, None).is_ok());
+}
+
+/// A WRITE's data source that has no bytes (what happens before the copy is under test).
+struct NoBytes;
+
+impl std::io::Read for NoBytes {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl fuse_backend_rs::api::filesystem::ZeroCopyReader for NoBytes {
+    fn read_to(
+        &mut self,
+        _f: &mut dyn fuse_backend_rs::common::file_traits::FileReadWriteVolatile,
+        _count: usize,
+        _off: u64,
+    ) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn setuid_and_setgid_are_cleared_where_the_guest_flags_it() {
+    use fuse_backend_rs::abi::fuse_abi::{FOPEN_IN_KILL_SUIDGID, WRITE_KILL_PRIV};
+    let (dir, fs) = share();
+    let path = dir.path().join("file");
+    let setuid = || {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    };
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    let rw = libc::O_RDWR as u32;
+    let fh = fs.open(&ctx(), file, rw, 0).unwrap().0.unwrap();
+    let write = |fuse_flags| {
+        fs.write(
+            &ctx(),
+            file,
+            fh,
+            &mut NoBytes,
+            0,
+            0,
+            None,
+            false,
+            0,
+            fuse_flags,
+        )
+        .unwrap()
+    };
+    setuid();
+    write(0);
+    // SAFETY: cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        // The server has CAP_FSETID: an unflagged write keeps the bits, as the guest's
+        // own root would.
+        assert_eq!(mode_of(&path), 0o6755);
+    }
+    write(WRITE_KILL_PRIV);
+    assert_eq!(mode_of(&path), 0o755);
+    // A truncating open, flagged.
+    setuid();
+    let trunc = rw | libc::O_TRUNC as u32;
+    let fh2 = fs
+        .open(&ctx(), file, trunc, FOPEN_IN_KILL_SUIDGID)
+        .unwrap()
+        .0
+        .unwrap();
+    assert_eq!(mode_of(&path), 0o755);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    // A SETATTR of the size, flagged.
+    setuid();
+    // SAFETY: a zeroed stat64 is a valid value.
+    let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+    attr.st_size = 3;
+    let valid = SetattrValid::SIZE | SetattrValid::KILL_SUIDGID;
+    let (st, _) = fs.setattr(&ctx(), file, attr, None, valid).unwrap();
+    assert_eq!(st.st_mode & 0o7777, 0o755);
+    assert_eq!(st.st_size, 3);
+    // Set-group-ID without group execute stays.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o2745)).unwrap();
+    write(WRITE_KILL_PRIV);
+    assert_eq!(mode_of(&path), 0o2745);
+    for fh in [fh, fh2] {
+        fs.release(&ctx(), file, 0, fh, false, false, None).unwrap();
+    }
+}
+
+#[test]
+fn the_rootfs_keeps_its_cache_until_the_file_changes_behind_the_guest() {
+    use fuse_backend_rs::api::filesystem::OpenOptions;
+    let (dir, fs) = share_with(DataCache::KeptUnder(c"dir"));
+    let kept = dir.path().join("dir/kept");
+    std::fs::write(&kept, b"one").unwrap();
+    let sub = fs.lookup(&ctx(), ROOT_ID, &name("dir")).unwrap().inode;
+    let file = fs.lookup(&ctx(), sub, &name("kept")).unwrap().inode;
+    let outside = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    let open = |id: u64, flags: i32| {
+        let (fh, options, _) = fs.open(&ctx(), id, flags as u32, 0).unwrap();
+        let fh = fh.unwrap();
+        (fh, options.contains(OpenOptions::KEEP_CACHE))
+    };
+    let release = |id: u64, fh: u64| fs.release(&ctx(), id, 0, fh, false, false, None).unwrap();
+    // The first open: nothing cached to keep. The next ones, file unchanged: kept.
+    for expected in [false, true, true] {
+        let (fh, keep) = open(file, libc::O_RDONLY);
+        assert_eq!(keep, expected);
+        release(file, fh);
+    }
+    // Changed on the host (same size, new contents): the next open drops the cache.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&kept, b"two").unwrap();
+    let (fh, keep) = open(file, libc::O_RDONLY);
+    assert!(!keep);
+    release(file, fh);
+    assert!(open(file, libc::O_RDONLY).1);
+    // Changed by the guest through a handle: its cache holds the change, kept.
+    let (fh, _) = open(file, libc::O_RDWR);
+    fs.fallocate(&ctx(), file, fh, 0, 0, 4096).unwrap();
+    release(file, fh);
+    assert!(open(file, libc::O_RDONLY).1);
+    // Outside the kept entry, and directories: never kept.
+    for id in [outside, outside, sub, sub] {
+        let dir_flags = if id == sub {
+            libc::O_DIRECTORY
+        } else {
+            libc::O_RDONLY
+        };
+        let (fh, keep) = if id == sub {
+            let (fh, options) = fs.opendir(&ctx(), id, dir_flags as u32).unwrap();
+            (fh.unwrap(), options.contains(OpenOptions::KEEP_CACHE))
+        } else {
+            open(id, dir_flags)
+        };
+        assert!(!keep);
+        if id == sub {
+            fs.releasedir(&ctx(), id, 0, fh).unwrap();
+        } else {
+            release(id, fh);
+        }
+    }
+}
+
+#[test]
+fn close_to_open_by_default() {
+    use fuse_backend_rs::api::filesystem::OpenOptions;
+    let (_dir, fs) = share();
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    for _ in 0..3 {
+        let (fh, options, _) = fs.open(&ctx(), file, libc::O_RDONLY as u32, 0).unwrap();
+        assert!(!options.contains(OpenOptions::KEEP_CACHE));
+        fs.release(&ctx(), file, 0, fh.unwrap(), false, false, None)
+            .unwrap();
+    }
+}
+
+/// The value of the host attribute `name` of `path`, if any.
+fn host_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings; at most `buf.len()` bytes written into `buf`.
+    let ret = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let len = usize::try_from(ret).ok()?;
+    buf.truncate(len);
+    Some(buf)
+}
+
+#[test]
+fn user_attributes_pass_and_the_hosts_own_stay_hidden() {
+    use fuse_backend_rs::api::filesystem::{GetxattrReply, ListxattrReply};
+    let (dir, fs) = share();
+    let path = dir.path().join("file");
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    fs.setxattr(&ctx(), file, &name("user.colour"), b"blue", 0)
+        .unwrap();
+    assert_eq!(
+        host_xattr(&path, "user.colour").as_deref(),
+        Some(&b"blue"[..])
+    );
+    match fs.getxattr(&ctx(), file, &name("user.colour"), 0).unwrap() {
+        GetxattrReply::Count(n) => assert_eq!(n, 4),
+        _ => panic!("not the expected reply"),
+    }
+    match fs.getxattr(&ctx(), file, &name("user.colour"), 64).unwrap() {
+        GetxattrReply::Value(v) => assert_eq!(v, b"blue"),
+        _ => panic!("not the expected reply"),
+    }
+    let err = fs
+        .getxattr(&ctx(), file, &name("user.colour"), 2)
+        .err()
+        .unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ERANGE));
+    // XATTR_CREATE on an existing name fails as on the host.
+    let err = fs
+        .setxattr(
+            &ctx(),
+            file,
+            &name("user.colour"),
+            b"red",
+            libc::XATTR_CREATE as u32,
+        )
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+    // Names outside what a container may use: refused, and invisible when the host has them.
+    let err = fs
+        .setxattr(&ctx(), file, &name("trusted.overlay.opaque"), b"y", 0)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EOPNOTSUPP));
+    // SAFETY: cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let p = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and a 1-byte value.
+        let ret = unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                c"trusted.hidden".as_ptr(),
+                b"x".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(ret, 0);
+        let err = fs
+            .getxattr(&ctx(), file, &name("trusted.hidden"), 64)
+            .err()
+            .unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
+    }
+    match fs.listxattr(&ctx(), file, 256).unwrap() {
+        ListxattrReply::Names(names) => assert_eq!(names, b"user.colour\0"),
+        _ => panic!("not the expected reply"),
+    }
+    match fs.listxattr(&ctx(), file, 0).unwrap() {
+        ListxattrReply::Count(n) => assert_eq!(n, 12),
+        _ => panic!("not the expected reply"),
+    }
+    let err = fs.listxattr(&ctx(), file, 4).err().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ERANGE));
+    fs.removexattr(&ctx(), file, &name("user.colour")).unwrap();
+    assert_eq!(host_xattr(&path, "user.colour"), None);
+    let err = fs
+        .getxattr(&ctx(), file, &name("user.colour"), 64)
+        .err()
+        .unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
+    // A symlink has none, and gets none.
+    let link = fs
+        .symlink(&ctx(), &name("file"), ROOT_ID, &name("l"))
+        .unwrap()
+        .inode;
+    let err = fs
+        .setxattr(&ctx(), link, &name("user.x"), b"1", 0)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    let err = fs
+        .getxattr(&ctx(), link, &name("user.x"), 64)
+        .err()
+        .unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
+    assert_eq!(host_xattr(&path, "user.x"), None);
 }
