@@ -183,6 +183,56 @@ docker_cp_diff_commit() {
     docker rmi "$m" >/dev/null
 }
 
+# docker cp into a running container, over a file the container has read (runvm's guest
+# keeps the data of its root file system cached across opens; a file changed behind its back
+# must be read again at its next open): the same size, then longer. Names and attributes are
+# cached for up to 1 s under runvm (README, differences from runc), hence the pause before the
+# longer file is read. Then docker diff and commit (which pauses) of the running container.
+docker_cp_running() {
+    local c m; c=$(name cprun) m=$(name cpmade)
+    drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
+    docker exec "$c" sh -c 'echo first >/f.txt; cat /f.txt /f.txt >/dev/null'
+    expect "$(docker exec "$c" cat /f.txt)" first
+    echo secnd >"$W/cprun-$RUNTIME"
+    docker cp "$W/cprun-$RUNTIME" "$c:/f.txt"
+    expect "$(docker exec "$c" cat /f.txt)" secnd
+    echo third-and-longer >"$W/cprun-$RUNTIME"
+    docker cp "$W/cprun-$RUNTIME" "$c:/f.txt"
+    sleep 1
+    expect "$(docker exec "$c" cat /f.txt)" third-and-longer
+    docker exec "$c" sh -c 'echo made-while-running >/g.txt'
+    expect_in "$(docker diff "$c")" "A /g.txt"
+    docker commit "$c" "$m" >/dev/null
+    expect "$(drun --rm "$m" cat /g.txt /f.txt)" "made-while-running
+third-and-longer"
+    docker rm -f "$c" >/dev/null
+    docker rmi "$m" >/dev/null
+}
+
+# A bind mount's source edited on the host while the container runs: the container reads
+# the new contents at its next open (bind mounts are close-to-open under runvm), the same
+# size first (only the contents tell), then longer, then a name it had found missing. Names
+# and attributes are cached for up to 1 s under runvm, hence the pauses before a changed
+# size or a new name is looked at.
+docker_bind_host_edits() {
+    local c d; c=$(name bindedit) d=$W/bindedit-$RUNTIME
+    rm -rf "$d" && mkdir -p "$d" && echo first >"$d/f.txt"
+    drun -d --name "$c" -v "$d:/b" "$IMAGE" sleep 1000 >/dev/null
+    expect "$(docker exec "$c" sh -c 'cat /b/f.txt; cat /b/f.txt; cat /b/new.txt 2>&1 | grep -c "No such"')" \
+        "first
+first
+1"
+    echo secnd >"$d/f.txt"
+    expect "$(docker exec "$c" cat /b/f.txt)" secnd
+    echo third-and-longer >>"$d/f.txt"
+    echo made-on-the-host >"$d/new.txt"
+    sleep 1
+    expect "$(docker exec "$c" cat /b/f.txt /b/new.txt)" "secnd
+third-and-longer
+made-on-the-host"
+    docker rm -f "$c" >/dev/null
+}
+
 docker_missing_entrypoint() {
     local out rc
     out=$(drun --rm "$IMAGE" nope 2>&1) && return 1
@@ -212,6 +262,8 @@ docker_scenarios() {
     scenario "docker $RUNTIME: --memory --cpus in the container and on the host" docker_resources
     scenario "docker $RUNTIME: top" docker_top
     scenario "docker $RUNTIME: cp in and out, diff, commit" docker_cp_diff_commit
+    scenario "docker $RUNTIME: cp into a running container, diff, commit" docker_cp_running
+    scenario "docker $RUNTIME: bind mount edited on the host while running" docker_bind_host_edits
     scenario "docker $RUNTIME: a missing entrypoint" docker_missing_entrypoint
     scenario "docker $RUNTIME: --network none" docker_network_none
 }

@@ -28,6 +28,9 @@
 : "${REAL_GIT_FILES:=1000}"
 # tar round trip: this directory of the image, archived, extracted elsewhere and compared.
 : "${REAL_TAR_DIR:=/usr/lib/python3.11/asyncio}"
+# File system fidelity (tests/e2e/fs-fidelity.py): entries made, listed and removed in one
+# directory (the issue's 100,000 by hand: REAL_FS_ENTRIES=100000).
+: "${REAL_FS_ENTRIES:=2000}"
 # Bytes written to stdout through the engine; an environment variable's size; argv: this
 # many arguments of 1,000 bytes plus one of 131,071 (the kernel's MAX_ARG_STRLEN less the NUL).
 : "${REAL_STDOUT_BYTES:=16777216}" "${REAL_ENV_BYTES:=102400}" "${REAL_ARGS:=300}"
@@ -119,6 +122,27 @@ real_sqlite_volume() {
 c = sqlite3.connect(sys.argv[1])
 print(c.execute("PRAGMA integrity_check").fetchone()[0], c.execute("SELECT count(*) FROM t").fetchone()[0])' \
         "$dir/db/t.db")" "ok $((REAL_SQL_TX * REAL_SQL_ROWS))"
+}
+
+# File system fidelity: tests/e2e/fs-fidelity.py (hard links, rename over an open file,
+# unlinked open files, long names, sparse files, fallocate, O_DIRECT, shared mappings, locks
+# between processes, inotify, $REAL_FS_ENTRIES entries, extended attributes, ACLs, file
+# capabilities, ownership and umask) on the container's root file system, then on a volume;
+# every check as on a local file system.
+real_fs_fidelity() {
+    local run=$1 dir=$W/fidelity-$RUNTIME-$2 script want="" c target
+    script=$(realpath "$(dirname "${BASH_SOURCE[0]}")/fs-fidelity.py")
+    # Every check the script lists, each "ok".
+    for c in $(grep -oE '\("[a-z_]+", [a-z_]+\)' "$script" | cut -d'"' -f2); do
+        want+="$c: ok"$'\n'
+    done
+    want=${want%$'\n'}
+    [ "$(wc -l <<<"$want")" -ge 15 ] || { echo "checks not found in $script"; return 1; }
+    rm -rf "$dir" && mkdir -p "$dir"
+    for target in /var/lib/fidelity /vol/fidelity; do
+        expect "$("$run" --rm -v "$script:/fs-fidelity.py:ro" -v "$dir:/vol" \
+            "$REAL_IMAGE" python3 /fs-fidelity.py "$target" "$REAL_FS_ENTRIES")" "$want"
+    done
 }
 
 # C: $REAL_C_FILES generated sources (each with its own header) and a main, built with
@@ -382,6 +406,7 @@ real_docker_scenarios() {
     scenario "$d: make -j2 of $REAL_C_FILES C files" "real_c_build drun"
     scenario "$d: git commit of $REAL_GIT_FILES files, fsck" "real_git drun"
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
+    scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"
     scenario "$d: nginx on 127.0.0.1 and [::1]" "real_nginx drun"

@@ -343,17 +343,15 @@ fn state_list_kill_and_delete_act_through_runvms_pid() {
     assert!(!mounts.contains(dir.path().to_str().unwrap()), "{mounts}");
 }
 
-#[test]
-fn with_debug_the_log_counts_the_root_shares_requests_by_opcode() {
+/// Runs `args` in a busybox container with `--debug` and returns the virtio-fs line of its
+/// log (after checking that it went to the log at level debug, not to the container's
+/// stderr). `prepare` adds files to the bundle's root first.
+fn debug_fs_line(args: &[&str], prepare: impl FnOnce(&Path)) -> String {
     require_real_kvm();
     guest_image();
     let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let bundle = busybox_bundle(
-        &dir.path().join("bundle"),
-        &["sh", "-c", "echo hi > /written && cat /written"],
-        &[PATH],
-        "/",
-    );
+    let bundle = busybox_bundle(&dir.path().join("bundle"), args, &[PATH], "/");
+    prepare(&bundle.join("rootfs"));
     let state = dir.path().join("state");
     let log = dir.path().join("log.json");
     let out = Command::new(runvm_bin())
@@ -374,14 +372,55 @@ fn with_debug_the_log_counts_the_root_shares_requests_by_opcode() {
     // The report goes to the log, not to the container's stderr.
     assert!(!stderr.contains("virtio-fs:"), "{stderr}");
     let text = std::fs::read_to_string(&log).unwrap();
-    let msg = text
-        .lines()
+    text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "debug")
         .filter_map(|v| v["msg"].as_str().map(str::to_owned))
         .find(|m| m.starts_with("virtio-fs:"))
-        .unwrap_or_else(|| panic!("no virtio-fs line at level debug in {text}"));
+        .unwrap_or_else(|| panic!("no virtio-fs line at level debug in {text}"))
+}
+
+/// From a virtio-fs line, `op`'s requests and bytes sent to the guest.
+fn requests_and_bytes_out(line: &str, op: &str) -> (u64, u64) {
+    // "...; READ 12/0 err, 960/9437184 B in/out, ..."
+    let part = line
+        .split("; ")
+        .find_map(|p| p.strip_prefix(&format!("{op} ")))
+        .unwrap_or_else(|| panic!("no {op} in {line}"));
+    let number = |s: &str| s.trim().parse::<u64>().unwrap_or_else(|_| panic!("{line}"));
+    let (requests, rest) = part.split_once('/').unwrap();
+    let bytes = rest.split(", ").nth(1).unwrap();
+    let out = bytes.split_once('/').unwrap().1.split_once(' ').unwrap().0;
+    (number(requests), number(out))
+}
+
+#[test]
+fn with_debug_the_log_counts_the_root_shares_requests_by_opcode() {
+    let line = debug_fs_line(&["sh", "-c", "echo hi > /written && cat /written"], |_| {});
     for op in ["INIT 1/0 err", "LOOKUP ", "CREATE ", "WRITE "] {
-        assert!(msg.contains(op), "{op:?} missing from {msg}");
+        assert!(line.contains(op), "{op:?} missing from {line}");
     }
+}
+
+#[test]
+fn a_file_of_the_root_is_read_once_in_large_requests() {
+    const BIG: u64 = 8 << 20;
+    let line = debug_fs_line(
+        &[
+            "sh",
+            "-c",
+            "cat /big >/dev/null; cat /big >/dev/null; echo hi",
+        ],
+        |rootfs| {
+            let data: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+            std::fs::write(rootfs.join("big"), data).unwrap();
+        },
+    );
+    let (reads, bytes) = requests_and_bytes_out(&line, "READ");
+    // The second `cat` reads the guest's cache (the file did not change on the host): the
+    // host sent the file once, with busybox and the rest of the start (about 1.5 MiB).
+    assert!((BIG..BIG + (4 << 20)).contains(&bytes), "{line}");
+    // In requests of up to 1 MiB (the share's readahead), not 128 KiB: at most ~30 with
+    // the start's small reads, where 128 KiB requests would take 64 for the file alone.
+    assert!(reads < 40, "{line}");
 }
