@@ -288,7 +288,7 @@ fn share_in_vm(
         debug,
         allow_software_kvm: false,
         shared_dir: Some(at.to_owned()),
-        share_config: crate::runtime::shared_dir::share_config(),
+        share_config: crate::runtime::shared_dir::share_config(None)?,
         net_slots: 0,
         net_offloads: true,
     };

@@ -227,6 +227,8 @@ fn check(opts: &RunOptions, detached: bool) -> Result<Checked, RunError> {
     let bundle = Bundle::load(&opts.bundle)?;
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let size = sizing::vm_size(&bundle.spec, host_cpus)?;
+    // A bad annotation fails here, before anything is made.
+    shared_dir::share_config(bundle.spec.annotations().as_ref())?;
     let config = Config::load()?;
     let terminal = bundle.spec.process().as_ref().and_then(|p| p.terminal());
     let tty = tty_target(
@@ -373,7 +375,7 @@ fn in_vm(
         debug: opts.debug,
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
-        share_config: shared_dir::share_config(),
+        share_config: shared_dir::share_config(bundle.spec.annotations().as_ref())?,
         net_slots: net_slots.count,
         net_offloads: net_slots.offloads,
     })?;

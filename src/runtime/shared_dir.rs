@@ -6,6 +6,7 @@
 //! [`SharedDir::create`] unshares the mount namespace of the calling process: call it while
 //! the process is single-threaded (before the VM's threads start), as the kernel requires.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -31,7 +32,15 @@ pub enum ShareError {
     /// A bind mount's source does not exist.
     #[error("bind mount source {0} does not exist")]
     MissingSource(PathBuf),
+    /// The annotation choosing how the share is served has a value it does not take.
+    #[error("annotation {ANNOTATION_XATTRS}={0}: expected true or false")]
+    Annotation(String),
 }
+
+/// Annotation turning the share's extended attributes off (`false`): each costs the guest a
+/// round trip before a file's first write and before a `chown` (its `security.capability`
+/// probe), which a workload that uses none may rather save.
+pub const ANNOTATION_XATTRS: &str = "runvm.fs_xattrs";
 
 /// One bind mount's host source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +59,24 @@ const ROOTFS_ENTRY: &std::ffi::CStr = c"rootfs";
 /// file system cached across opens, which only it writes while the container runs (each
 /// file checked at open for changes made behind its back, such as `docker cp`); bind mounts,
 /// which the host and other containers may change, are read again at every open
-/// (close-to-open). Names and attributes are cached for 1 s everywhere.
-pub fn share_config() -> ShareConfig {
-    ShareConfig {
+/// (close-to-open). Names and attributes are cached for 1 s everywhere. Extended attributes
+/// are served unless `annotations` turn them off ([`ANNOTATION_XATTRS`]).
+pub fn share_config(
+    annotations: Option<&HashMap<String, String>>,
+) -> Result<ShareConfig, ShareError> {
+    let xattrs = match annotations.and_then(|a| a.get(ANNOTATION_XATTRS)) {
+        None => true,
+        Some(value) => match value.trim() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(ShareError::Annotation(value.clone())),
+        },
+    };
+    Ok(ShareConfig {
         data_cache: DataCache::KeptUnder(ROOTFS_ENTRY),
+        xattrs,
         ..ShareConfig::default()
-    }
+    })
 }
 
 /// The assembled directory.
@@ -166,6 +187,21 @@ impl SharedDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_keeps_its_cache_and_xattrs_follow_the_annotation() {
+        let config = share_config(None).unwrap();
+        assert_eq!(config.data_cache, DataCache::KeptUnder(c"rootfs"));
+        assert!(config.xattrs);
+        let with = |value: &str| {
+            let a = HashMap::from([(ANNOTATION_XATTRS.to_owned(), value.to_owned())]);
+            share_config(Some(&a))
+        };
+        assert!(!with("false").unwrap().xattrs);
+        assert!(with("true").unwrap().xattrs);
+        let err = with("no").unwrap_err().to_string();
+        assert_eq!(err, "annotation runvm.fs_xattrs=no: expected true or false");
+    }
 
     /// Runs `f` in a forked child (the namespace work needs a single-threaded process) and
     /// returns its exit status; `f` returns the status to exit with.

@@ -76,10 +76,13 @@ pub enum ServerError {
 /// - `limits`: the descriptors the server may hold (see [`FsLimits`]).
 /// - `data_cache`: which files' data the guest keeps cached from one open to the next
 ///   ([`DataCache`]; by default none: close-to-open).
+/// - `xattrs` (on): extended attributes as `xattr.rs` says; off, every xattr request is
+///   `ENOSYS`, after which the guest sends none (not even its `security.capability` probe
+///   before a file's first write).
 ///
 /// Fixed, not options: no writeback cache (the guest's view of sizes never diverges from the
 /// host's, files opened write-only are never read), no DAX (no shared memory window),
-/// extended attributes for `user.*`, ACLs and file capabilities only (`xattr.rs`), no locks
+/// extended attributes (when on) for `user.*`, ACLs and file capabilities only, no locks
 /// (`ENOSYS`), every OPEN and OPENDIR answered with a handle, inode numbers as `ino_map.rs`
 /// says.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +95,8 @@ pub struct ShareConfig {
     pub limits: FsLimits,
     /// Which files' data the guest keeps cached between opens.
     pub data_cache: DataCache,
+    /// Whether extended attributes are served.
+    pub xattrs: bool,
 }
 
 impl Default for ShareConfig {
@@ -101,6 +106,7 @@ impl Default for ShareConfig {
             attr_timeout: Duration::from_secs(1),
             limits: FsLimits::default(),
             data_cache: DataCache::PerOpen,
+            xattrs: true,
         }
     }
 }

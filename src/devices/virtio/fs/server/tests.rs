@@ -574,3 +574,21 @@ fn user_attributes_pass_and_the_hosts_own_stay_hidden() {
     assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
     assert_eq!(host_xattr(&path, "user.x"), None);
 }
+
+#[test]
+fn without_xattrs_every_attribute_request_is_enosys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let config = ShareConfig {
+        xattrs: false,
+        ..ShareConfig::default()
+    };
+    let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    let enosys =
+        |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSYS));
+    enosys(fs.setxattr(&ctx(), file, &name("user.a"), b"1", 0));
+    enosys(fs.getxattr(&ctx(), file, &name("user.a"), 8).map(drop));
+    enosys(fs.listxattr(&ctx(), file, 64).map(drop));
+    enosys(fs.removexattr(&ctx(), file, &name("user.a")));
+}

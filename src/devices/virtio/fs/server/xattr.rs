@@ -59,6 +59,15 @@ fn size_of(ret: libc::ssize_t) -> io::Result<usize> {
 }
 
 impl ShareFs {
+    /// `ENOSYS` when the share serves no extended attributes (the guest then stops asking).
+    fn xattrs_served(&self) -> io::Result<()> {
+        if self.config.xattrs {
+            Ok(())
+        } else {
+            Err(errno(libc::ENOSYS))
+        }
+    }
+
     /// The `/proc/self/fd` path of inode `id` if it is a regular file or directory; None for
     /// the other kinds, which have no extended attributes here.
     fn xattr_target(&self, id: u64) -> io::Result<Option<(CString, std::sync::Arc<OwnedFd>)>> {
@@ -70,6 +79,7 @@ impl ShareFs {
     }
 
     pub(super) fn do_getxattr(&self, id: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+        self.xattrs_served()?;
         if !allowed(name.to_bytes()) {
             return Err(errno(libc::ENODATA));
         }
@@ -96,6 +106,7 @@ impl ShareFs {
     }
 
     pub(super) fn do_listxattr(&self, id: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.xattrs_served()?;
         let list = match self.xattr_target(id)? {
             Some((path, _fd)) => {
                 let mut buf = vec![0u8; LIST_MAX];
@@ -125,6 +136,7 @@ impl ShareFs {
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.xattrs_served()?;
         if !allowed(name.to_bytes()) || name.to_bytes().len() > NAME_MAX {
             return Err(errno(libc::EOPNOTSUPP));
         }
@@ -149,6 +161,7 @@ impl ShareFs {
     }
 
     pub(super) fn do_removexattr(&self, id: u64, name: &CStr) -> io::Result<()> {
+        self.xattrs_served()?;
         if !allowed(name.to_bytes()) {
             return Err(errno(libc::ENODATA));
         }
