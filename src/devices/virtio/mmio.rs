@@ -17,7 +17,7 @@
 //! Any other acknowledgement (a configuration change) exits as before and clears the bits
 //! it names.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use virtio_queue::{Queue, QueueT};
@@ -78,6 +78,10 @@ const STATUS_FAILED: u32 = 128;
 /// irqfd that KVM routes to the device's GSI.
 pub struct IrqTrigger {
     status: Arc<AtomicU32>,
+    /// VRING stays set in the status, whatever the driver acknowledges: the irqfd was handed
+    /// out for direct use ([`Interrupt::direct_eventfd`]), so interrupts come without the
+    /// VMM setting the bit.
+    vring_pinned: Arc<AtomicBool>,
     irqfd: EventFd,
 }
 
@@ -93,6 +97,12 @@ impl Interrupt for IrqTrigger {
         self.status.fetch_or(status, Ordering::SeqCst);
         self.irqfd.write(1)
     }
+
+    fn direct_eventfd(&self) -> Option<&EventFd> {
+        self.vring_pinned.store(true, Ordering::SeqCst);
+        self.status.fetch_or(super::INT_VRING, Ordering::SeqCst);
+        Some(&self.irqfd)
+    }
 }
 
 /// The transport of one virtio device.
@@ -101,6 +111,7 @@ pub struct MmioTransport {
     mem: GuestMemory,
     interrupt: Arc<IrqTrigger>,
     interrupt_status: Arc<AtomicU32>,
+    vring_pinned: Arc<AtomicBool>,
     /// Signalled by KVM for each acknowledgement of VRING alone; never read (its counter
     /// cannot overflow in practice: 2^64 - 1 interrupts).
     vring_ack: EventFd,
@@ -120,8 +131,10 @@ impl MmioTransport {
     /// A transport for `device`, whose queues live in `mem`.
     pub fn new(device: Arc<Mutex<dyn VirtioDevice>>, mem: GuestMemory) -> std::io::Result<Self> {
         let interrupt_status = Arc::new(AtomicU32::new(0));
+        let vring_pinned = Arc::new(AtomicBool::new(false));
         let interrupt = Arc::new(IrqTrigger {
             status: interrupt_status.clone(),
+            vring_pinned: vring_pinned.clone(),
             irqfd: EventFd::new(libc::EFD_NONBLOCK)?,
         });
         let queues = Self::fresh_queues(&*lock(&device));
@@ -130,6 +143,7 @@ impl MmioTransport {
             mem,
             interrupt,
             interrupt_status,
+            vring_pinned,
             vring_ack: EventFd::new(libc::EFD_NONBLOCK)?,
             bad_size: vec![false; queues.len()],
             queues,
@@ -280,7 +294,13 @@ impl MmioTransport {
             }
             REG_QUEUE_NOTIFY => self.notify(value),
             REG_INTERRUPT_ACK => {
-                self.interrupt_status.fetch_and(!value, Ordering::SeqCst);
+                let keep = if self.vring_pinned.load(Ordering::SeqCst) {
+                    super::INT_VRING
+                } else {
+                    0
+                };
+                self.interrupt_status
+                    .fetch_and(!(value & !keep), Ordering::SeqCst);
             }
             REG_STATUS => self.set_status(value),
             _ => {}
@@ -388,6 +408,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.queue_sel = 0;
         self.interrupt_status.store(0, Ordering::SeqCst);
+        self.vring_pinned.store(false, Ordering::SeqCst);
         self.queues = Self::fresh_queues(&*lock(&self.device));
         self.bad_size = vec![false; self.queues.len()];
     }

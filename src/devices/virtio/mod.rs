@@ -71,6 +71,15 @@ pub fn log_guest_error(device: &str, errors_seen: &mut u32, err: &dyn std::fmt::
 pub trait Interrupt: Send + Sync {
     /// Sets the `status` bits ([`INT_VRING`], [`INT_CONFIG`]) and signals the guest.
     fn trigger(&self, status: u32) -> std::io::Result<()>;
+
+    /// An eventfd whose every write interrupts the guest for used buffers without the VMM
+    /// (KVM's irqfd), for a kernel worker such as vhost-net to signal itself; from then on
+    /// the transport reports used buffers ([`INT_VRING`]) in its status at every interrupt.
+    /// None where there is no such eventfd (the device then relays with
+    /// [`Interrupt::trigger`]).
+    fn direct_eventfd(&self) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        None
+    }
 }
 
 /// Interrupts the guest for `queue`'s used ring unless the driver asked not to be told (an

@@ -30,11 +30,18 @@ pub(crate) fn desc(addr: u64, len: u32, flags: u32, next: u16) -> RawDescriptor 
     RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
 }
 
-/// Counts the used-ring interrupts a device raises (any other status fails the test).
+/// Counts the used-ring interrupts a device raises (any other status fails the test); with
+/// [`CountingInterrupt::with_direct`], it also hands out an eventfd for direct use.
 #[derive(Default)]
-pub(crate) struct CountingInterrupt(AtomicUsize);
+pub(crate) struct CountingInterrupt(AtomicUsize, Option<vmm_sys_util::eventfd::EventFd>);
 
 impl CountingInterrupt {
+    /// One whose [`Interrupt::direct_eventfd`] is a new eventfd.
+    pub(crate) fn with_direct() -> Self {
+        let fd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        CountingInterrupt(AtomicUsize::new(0), Some(fd))
+    }
+
     /// The interrupts raised so far.
     pub(crate) fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
@@ -46,6 +53,10 @@ impl Interrupt for CountingInterrupt {
         assert_eq!(status, INT_VRING);
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn direct_eventfd(&self) -> Option<&vmm_sys_util::eventfd::EventFd> {
+        self.1.as_ref()
     }
 }
 

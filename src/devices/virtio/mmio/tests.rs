@@ -1,5 +1,6 @@
 //! The transport driven by a fake guest driver, the well-behaved way and the hostile ways.
 
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
@@ -206,6 +207,20 @@ fn a_well_behaved_driver_activates_the_device() {
     assert_eq!(t.interrupt().irqfd().read().unwrap(), 1);
     w(&mut t, REG_INTERRUPT_ACK, INT_VRING);
     assert_eq!(r(&t, REG_INTERRUPT_STATUS), 0);
+
+    // The irqfd handed out for direct use: VRING shows from then on, whatever the driver
+    // acknowledges; other bits clear as before.
+    let direct = irq.direct_eventfd().unwrap().as_raw_fd();
+    assert_eq!(direct, t.interrupt().irqfd().as_raw_fd());
+    assert_eq!(r(&t, REG_INTERRUPT_STATUS), INT_VRING);
+    irq.trigger(crate::devices::virtio::INT_CONFIG).unwrap();
+    assert_eq!(t.interrupt().irqfd().read().unwrap(), 1);
+    w(
+        &mut t,
+        REG_INTERRUPT_ACK,
+        INT_VRING | crate::devices::virtio::INT_CONFIG,
+    );
+    assert_eq!(r(&t, REG_INTERRUPT_STATUS), INT_VRING);
 
     // A notify that exits to us reaches the queue's event.
     w(&mut t, REG_QUEUE_NOTIFY, 1);

@@ -48,8 +48,9 @@
 //!
 //! **vhost-net.** Once the driver has activated the device and the backend is a tap, the
 //! device hands the rings to the kernel's vhost-net (`/dev/vhost-net`): the kernel then moves
-//! the frames between the queues and the tap, woken by the queues' own KVM ioeventfds, and the
-//! device only turns vhost's calls into interrupts. A backend that is no tap (passt's socket),
+//! the frames between the queues and the tap, woken by the queues' own KVM ioeventfds, and
+//! interrupts the guest through the device's KVM irqfd: the device does nothing per frame. A
+//! backend that is no tap (passt's socket),
 //! `RUNVM_VHOST_NET=0` when the VM is built ([`NetOptions::vhost`]), or any failure of
 //! vhost-net (logged once) leaves the data path described here to the device. See `vhost.rs`.
 //!

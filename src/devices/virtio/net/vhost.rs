@@ -25,11 +25,15 @@
 //! **Notifications.** The kick of each queue is the queue's own event, the KVM ioeventfd on
 //! QueueNotify: while vhost-net runs the event loop keeps it registered with an empty
 //! interest (vhost-net is woken by every write; the device must not look at the queues), and
-//! stops watching the tap. The call of each queue is an eventfd of the device's, always
-//! watched, which the device answers with `Interrupt::trigger(INT_VRING)`: Linux's
-//! virtio_mmio driver looks at the rings only once the transport's interrupt status says a
-//! buffer was used, so the irqfd alone (KVM's) cannot be vhost's call. vhost-net follows the
-//! event indexes itself.
+//! stops watching the tap. The call of both queues is KVM's irqfd of the device, which the
+//! transport hands out for that (`Interrupt::direct_eventfd`): vhost-net then interrupts the
+//! guest without waking the VMM, and since Linux's virtio_mmio driver looks at the rings only
+//! when the transport's interrupt status says a buffer was used, the transport keeps that bit
+//! set from then on (the driver then looks at both rings at every interrupt of the device,
+//! which costs it nothing when one has nothing new). Where the interrupt has no such eventfd
+//! (the tests'), the call of each queue is an eventfd of the device's, always watched, which
+//! the device answers with `Interrupt::trigger(INT_VRING)`. vhost-net follows the event
+//! indexes itself.
 //!
 //! **Backend changes while it runs.** A new tap takes over the rings in place
 //! (`VHOST_NET_SET_BACKEND` with its descriptor); detaching sets the backend to -1: the rings
@@ -381,7 +385,7 @@ impl VhostSession {
         acked: u64,
         queues: [&Queue; NUM_QUEUES],
         kicks: &[EventFd],
-        calls: &[EventFd],
+        calls: [&EventFd; NUM_QUEUES],
     ) -> Result<Self, VhostError> {
         let device = host.open(mem)?;
         device.set_owner().map_err(ioctl("VHOST_SET_OWNER"))?;
@@ -505,13 +509,19 @@ impl Net {
         let (Some(active), Some(tap)) = (self.active.as_ref(), self.backend.as_ref()) else {
             return;
         };
+        // KVM's irqfd where the transport has one: vhost-net then interrupts the guest itself,
+        // without waking the VMM to relay each call.
+        let calls = match active.interrupt.direct_eventfd() {
+            Some(irqfd) => [irqfd; NUM_QUEUES],
+            None => [&self.vhost.calls[0], &self.vhost.calls[1]],
+        };
         let opened = VhostSession::open(
             &*self.vhost.host,
             &active.mem,
             self.acked_features,
             [&active.rx, &active.tx],
             &self.queue_events,
-            &self.vhost.calls,
+            calls,
         );
         let session = match opened {
             Ok(session) => session,

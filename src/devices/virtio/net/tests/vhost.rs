@@ -20,7 +20,7 @@ use super::super::vhost::{
     vring_config,
 };
 use super::*;
-use crate::devices::virtio::VIRTIO_F_VERSION_1;
+use crate::devices::virtio::{Interrupt as _, VIRTIO_F_VERSION_1};
 use crate::vmm::GuestMemory;
 
 /// What vhost-net offers (as Linux's does: the ring features, `VHOST_NET_F_VIRTIO_NET_HDR`,
@@ -409,6 +409,33 @@ fn only_taps_with_a_vnet_header_are_for_vhost() {
     assert!(!is_vnet_tap(&File::from(OwnedFd::from(ours))));
     assert!(!is_vnet_tap(&File::open("/dev/null").unwrap()));
     assert!(!is_vnet_tap(&File::open("/proc/self/status").unwrap()));
+}
+
+#[test]
+fn vhost_interrupts_through_the_transports_eventfd_when_there_is_one() {
+    let mem = test_memory();
+    let fake = FakeVhost::new();
+    let mut guest = inactive_with(&mem, &fake);
+    guest.interrupt = Arc::new(CountingInterrupt::with_direct());
+    guest.dev().ack_features(ACKED);
+    guest.activate();
+    register_kicks(&mut guest);
+    let direct = guest.interrupt.direct_eventfd().unwrap().as_raw_fd();
+    let (_peer, tap) = attach(&mut guest, &fake, true);
+    // Both queues' calls are that eventfd, not the device's own.
+    let (_, calls) = kick_and_call_fds(&guest);
+    let expected: Vec<Op> = setup_ops(&guest, tap, [0, 0])
+        .into_iter()
+        .map(|op| match op {
+            Op::Call(index, fd) => {
+                assert_eq!(fd, calls[index]);
+                Op::Call(index, direct)
+            }
+            other => other,
+        })
+        .collect();
+    assert_eq!(fake.take_ops(), expected);
+    assert!(guest.dev().vhost_running());
 }
 
 #[test]
