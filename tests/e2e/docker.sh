@@ -183,18 +183,21 @@ docker_cp_diff_commit() {
     docker rmi "$m" >/dev/null
 }
 
-# docker cp into a running container, over a file the container has read (runvm's guest
-# keeps the data of its root file system cached across opens; a file changed behind its back
-# must be read again at its next open): the same size, then longer. Names and attributes are
-# cached for up to 1 s under runvm (README, differences from runc), hence the pause before the
-# longer file is read. Then docker diff and commit (which pauses) of the running container.
+# A running container's root changed on the host over a file the container has read
+# (runvm's guest keeps the data of its root file system cached across opens; a file changed
+# behind its back must be read again at its next open): edited in place in the container's
+# merged directory (the same inode and size: only the contents tell), then replaced by
+# `docker cp` (a new inode, longer). Names and attributes are cached for up to 1 s under
+# runvm (README, differences from runc), hence the pause before the replaced name is read.
+# Then docker diff and commit (which pauses) of the running container.
 docker_cp_running() {
-    local c m; c=$(name cprun) m=$(name cpmade)
+    local c m merged; c=$(name cprun) m=$(name cpmade)
     drun -d --name "$c" "$IMAGE" sleep 1000 >/dev/null
     docker exec "$c" sh -c 'echo first >/f.txt; cat /f.txt /f.txt >/dev/null'
     expect "$(docker exec "$c" cat /f.txt)" first
-    echo secnd >"$W/cprun-$RUNTIME"
-    docker cp "$W/cprun-$RUNTIME" "$c:/f.txt"
+    merged=$(docker inspect -f '{{.GraphDriver.Data.MergedDir}}' "$c")
+    [ -f "$merged/f.txt" ] || { echo "no $merged/f.txt"; return 1; }
+    echo secnd >"$merged/f.txt"
     expect "$(docker exec "$c" cat /f.txt)" secnd
     echo third-and-longer >"$W/cprun-$RUNTIME"
     docker cp "$W/cprun-$RUNTIME" "$c:/f.txt"

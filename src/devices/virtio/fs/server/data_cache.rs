@@ -11,9 +11,12 @@
 //! file's [`Stamp`] (size, mtime, ctime) at every OPEN, and at the RELEASE of a handle the
 //! guest wrote through (its cache then holds its own writes). A file changed behind the
 //! guest's back — `docker cp` into a running container, an edit on the host — has another
-//! stamp at its next OPEN, which then drops the cache. The race left: a host change within
-//! the host file system's timestamp granularity (a clock tick) of the guest's last recorded
-//! sight of the file, keeping the size, and while the guest has it open for writing.
+//! stamp at its next OPEN, which then drops the cache. Two windows are left:
+//! - a host change that keeps the size within the host file system's timestamp granularity
+//!   (a clock tick) of the stamp the server recorded: same stamp, so the cache is kept;
+//! - a host change while the guest has the file open through a handle it writes through,
+//!   up to that handle's RELEASE (after the guest's `close`): the stamp then recorded takes
+//!   the host's change for the guest's own.
 
 use fuse_backend_rs::api::filesystem::OpenOptions;
 

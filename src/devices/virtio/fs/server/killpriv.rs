@@ -6,7 +6,9 @@
 //! SETATTR of the size (`FATTR_KILL_SUIDGID`) by a process without `CAP_FSETID`, an OPEN or
 //! CREATE with `O_TRUNC` likewise (`FOPEN_IN_KILL_SUIDGID`), and every `chown` of a
 //! non-directory. The host kernel would not do it for the server, which has `CAP_FSETID`
-//! (except for `chown`, where it always does): the server clears them itself.
+//! (except for `chown`, where it always does): the server clears them itself. The other half
+//! of killpriv, removing `security.capability` on write, truncate and chown, the host kernel
+//! does on the server's own calls whatever its capabilities.
 
 use std::fs::File;
 use std::io;

@@ -64,8 +64,10 @@ impl ShareFs {
             killpriv::kill_open(&file)?;
             st = sys::fstat(&file)?;
         }
-        let options = self.open_cache_options(id, &st);
-        Ok((self.handles().insert(id, file, flags)?, options))
+        let fh = self.handles().insert(id, file, flags)?;
+        // Only once the OPEN is sure to succeed: the stamp says what the guest's cache holds
+        // after this answer, which a failed OPEN never gives.
+        Ok((fh, self.open_cache_options(id, &st)))
     }
 
     /// CREATE: a new regular file owned by the request's uid/gid, opened; with `O_EXCL`

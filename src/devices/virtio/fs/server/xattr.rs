@@ -7,11 +7,15 @@
 //! - `security.capability`: file capabilities, which the guest kernel reads at every exec.
 //!
 //! Every other name is invisible: `trusted.*` (overlayfs keeps its own metadata there, and
-//! only the host's root may write it), other `security.*` labels, and whatever else the host
+//! only the host's root may write it), `user.overlay.*` (where overlayfs keeps it when
+//! mounted `userxattr`, as rootless engines do: a volume's files must not carry metadata a
+//! later overlay would obey), other `security.*` labels, and whatever else the host
 //! holds. Reading one gives `ENODATA`, writing it `EOPNOTSUPP`, listings omit it. Symlinks,
 //! devices, FIFOs and sockets have none (`ENODATA`; `EPERM` to write, as for `user.*` on
-//! them locally). The host calls go through `/proc/self/fd/<n>` of the inode's `O_PATH`
-//! descriptor: no file is opened for them.
+//! them locally). The host calls go through the path `/proc/self/fd/<n>` of the inode's
+//! `O_PATH` descriptor (the kernel has no `*at` form of them before Linux 6.13): no file is
+//! opened for them, and the VMM's `/proc` must be its own (it is: the sandbox keeps the
+//! host's `/proc` in its private mount namespace).
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -30,7 +34,7 @@ const LIST_MAX: usize = 65536;
 
 /// Whether the guest may see and change the attribute `name` (see the module docs).
 pub(super) fn allowed(name: &[u8]) -> bool {
-    name.len() > b"user.".len() && name.starts_with(b"user.")
+    name.len() > b"user.".len() && name.starts_with(b"user.") && !name.starts_with(b"user.overlay.")
         || name == b"system.posix_acl_access"
         || name == b"system.posix_acl_default"
         || name == b"security.capability"
@@ -192,6 +196,8 @@ mod tests {
             &b"user."[..],
             b"trusted.overlay.opaque",
             b"trusted.x",
+            b"user.overlay.redirect",
+            b"user.overlay.opaque",
             b"security.selinux",
             b"security.capability2",
             b"system.posix_acl_accessx",
