@@ -81,7 +81,7 @@ pub struct IrqTrigger {
     /// VRING stays set in the status, whatever the driver acknowledges: the irqfd was handed
     /// out for direct use ([`Interrupt::direct_eventfd`]), so interrupts come without the
     /// VMM setting the bit.
-    vring_pinned: Arc<AtomicBool>,
+    vring_pinned: AtomicBool,
     irqfd: EventFd,
 }
 
@@ -111,7 +111,6 @@ pub struct MmioTransport {
     mem: GuestMemory,
     interrupt: Arc<IrqTrigger>,
     interrupt_status: Arc<AtomicU32>,
-    vring_pinned: Arc<AtomicBool>,
     /// Signalled by KVM for each acknowledgement of VRING alone; never read (its counter
     /// cannot overflow in practice: 2^64 - 1 interrupts).
     vring_ack: EventFd,
@@ -131,10 +130,9 @@ impl MmioTransport {
     /// A transport for `device`, whose queues live in `mem`.
     pub fn new(device: Arc<Mutex<dyn VirtioDevice>>, mem: GuestMemory) -> std::io::Result<Self> {
         let interrupt_status = Arc::new(AtomicU32::new(0));
-        let vring_pinned = Arc::new(AtomicBool::new(false));
         let interrupt = Arc::new(IrqTrigger {
             status: interrupt_status.clone(),
-            vring_pinned: vring_pinned.clone(),
+            vring_pinned: AtomicBool::new(false),
             irqfd: EventFd::new(libc::EFD_NONBLOCK)?,
         });
         let queues = Self::fresh_queues(&*lock(&device));
@@ -143,7 +141,6 @@ impl MmioTransport {
             mem,
             interrupt,
             interrupt_status,
-            vring_pinned,
             vring_ack: EventFd::new(libc::EFD_NONBLOCK)?,
             bad_size: vec![false; queues.len()],
             queues,
@@ -294,7 +291,7 @@ impl MmioTransport {
             }
             REG_QUEUE_NOTIFY => self.notify(value),
             REG_INTERRUPT_ACK => {
-                let keep = if self.vring_pinned.load(Ordering::SeqCst) {
+                let keep = if self.interrupt.vring_pinned.load(Ordering::SeqCst) {
                     super::INT_VRING
                 } else {
                     0
@@ -408,7 +405,7 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.queue_sel = 0;
         self.interrupt_status.store(0, Ordering::SeqCst);
-        self.vring_pinned.store(false, Ordering::SeqCst);
+        self.interrupt.vring_pinned.store(false, Ordering::SeqCst);
         self.queues = Self::fresh_queues(&*lock(&self.device));
         self.bad_size = vec![false; self.queues.len()];
     }

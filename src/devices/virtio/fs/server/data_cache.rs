@@ -57,9 +57,8 @@ impl ShareFs {
     }
 
     /// At the RELEASE of `handle` (of inode `id`): if the guest wrote through it, its cache
-    /// holds the file as it is now.
-    /// Without the file's attributes the stamp stays the one of its OPEN, which the writes
-    /// changed: the next OPEN drops the cache.
+    /// holds the file as it is now. Without the file's attributes the stamp stays the one of
+    /// its OPEN, which the writes changed: the next OPEN drops the cache.
     pub(super) fn note_release(&self, id: u64, handle: &OpenHandle) {
         if self.config.data_cache == DataCache::PerOpen || !handle.written() {
             return;
