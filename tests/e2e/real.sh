@@ -145,6 +145,18 @@ real_fs_fidelity() {
     done
 }
 
+# rm -rf of directories of the image's layers (overlayfs merged directories, more entries than
+# one directory listing reply): nothing is left (a listing that lost its place after the
+# deletions ended in "Directory not empty").
+real_rm_image_dirs() {
+    local run=$1
+    expect "$("$run" --rm "$REAL_IMAGE" sh -c '
+        [ "$(ls /var/lib/dpkg/info | wc -l)" -gt 500 ] && echo many
+        rm -rf /var/lib/dpkg/info /usr/include /usr/lib/git-core && echo removed
+        ls -d /var/lib/dpkg/info /usr/include /usr/lib/git-core 2>/dev/null | wc -l')" \
+        $'many\nremoved\n0'
+}
+
 # C: $REAL_C_FILES generated sources (each with its own header) and a main, built with
 # make -j2; the program prints a known sum; make then finds everything up to date, and a
 # touched source rebuilds that object only.
@@ -407,6 +419,7 @@ real_docker_scenarios() {
     scenario "$d: git commit of $REAL_GIT_FILES files, fsck" "real_git drun"
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
     scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
+    scenario "$d: rm -rf of the image's /var/lib/dpkg/info, /usr/include, git-core" "real_rm_image_dirs drun"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"
     scenario "$d: nginx on 127.0.0.1 and [::1]" "real_nginx drun"

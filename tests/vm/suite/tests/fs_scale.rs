@@ -99,3 +99,96 @@ fn thousands_of_files_with_a_bounded_number_of_host_descriptors() {
     );
     assert_nothing_left(dir.path(), &root, "scale1");
 }
+
+/// A mount of this test, detached when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    fn new(kind: &str, target: &std::path::Path, data: &str) -> Mounted {
+        let c = |s: &str| std::ffi::CString::new(s).unwrap();
+        let (source, kind, data) = (c(kind), c(kind), c(data));
+        let target_c = c(target.to_str().unwrap());
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+        let ret = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target_c.as_ptr(),
+                kind.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            ret,
+            0,
+            "mount {kind:?} on {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        );
+        Mounted(target.to_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `rm -rf` of directories holding more entries than one directory listing reply, on a
+/// root file system that is an overlayfs mount, as docker's are: a directory of the image's
+/// layer (merged) and one the container made (in the upper layer, on tmpfs). On both an
+/// offset counts entries, so a listing that seeks back after deletions would skip entries and
+/// `rm` would fail with "Directory not empty".
+#[test]
+fn rm_rf_of_large_directories_on_an_overlay_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "i=0; mkdir /made; while [ $i -lt 300 ]; do touch /made/f$i; i=$((i+1)); done
+        echo listed=$(ls /many | wc -l),$(ls /made | wc -l)
+        rm -rf /many /made && echo removed
+        ls -d /many /made 2>/dev/null; echo done";
+    let bundle = busybox_bundle(
+        &dir.path().join("bundle"),
+        &["sh", "-c", script],
+        &["PATH=/bin"],
+        "/",
+    );
+    let _ = std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin/rm"));
+    // The layers on a tmpfs of their own, outside the test's directory (whose mounts
+    // run_bundle checks are gone).
+    let layers = tempfile::tempdir().unwrap();
+    let _tmpfs = Mounted::new("tmpfs", layers.path(), "mode=755");
+    let lower = layers.path().join("lower");
+    for sub in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(layers.path().join(sub)).unwrap();
+    }
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(bundle.join("rootfs/."))
+        .arg(&lower)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir(lower.join("many")).unwrap();
+    for i in 0..300 {
+        std::fs::write(lower.join(format!("many/f{i}")), b"x").unwrap();
+    }
+    let merged = layers.path().join("merged");
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        layers.path().join("upper").display(),
+        layers.path().join("work").display()
+    );
+    let overlay = Mounted::new("overlay", &merged, &data);
+    runvm_vm_tests::edit_config(&bundle, |config| {
+        config["root"]["path"] = serde_json::json!(merged.to_str().unwrap());
+    });
+    let (code, out, err) = runvm_vm_tests::run_bundle(dir.path());
+    drop(overlay);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("listed=300,300"), "{out}{err}");
+    assert!(out.contains("removed\ndone"), "{out}{err}");
+}

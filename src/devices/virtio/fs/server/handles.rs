@@ -7,6 +7,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::dir_stream::DirStream;
 use super::lock;
 use super::sys::errno;
 
@@ -22,6 +23,8 @@ pub(super) struct OpenHandle {
     /// Whether the guest changed the file's data through it (WRITE, FALLOCATE, a SETATTR
     /// of the size): what the guest caches of the file then includes its own changes.
     wrote: AtomicBool,
+    /// Where the guest's listing stands, for a directory (locked after `file`).
+    dir: Mutex<DirStream>,
 }
 
 /// The status flags a guest's `fcntl(F_SETFL)` may change on the host file (the kernel
@@ -45,6 +48,12 @@ impl OpenHandle {
             self.flags.store(flags, Ordering::Relaxed);
         }
         Ok(file)
+    }
+
+    /// The file, locked, and where the guest's listing of it stands.
+    pub(super) fn dir_stream(&self) -> (MutexGuard<'_, File>, MutexGuard<'_, DirStream>) {
+        let file = self.file();
+        (file, lock(&self.dir))
     }
 
     /// Notes that the guest changed the file's data through this handle.
@@ -100,6 +109,7 @@ impl HandleTable {
             file: Mutex::new(file),
             flags: AtomicU32::new(flags & STATUS_FLAGS),
             wrote: AtomicBool::new(false),
+            dir: Mutex::new(DirStream::default()),
         };
         self.handles.insert(fh, Arc::new(handle));
         Ok(fh)

@@ -9,7 +9,8 @@
 //! - `fd_cache.rs`: a bounded LRU of `O_PATH` descriptors; `resolve.rs` reopens a missing one
 //!   by a walk from the nearest ancestor at hand, checking every step's identity (`ESTALE` on a
 //!   mismatch, never another file);
-//! - `handles.rs`: open files and directories, a descriptor each, bounded;
+//! - `handles.rs`: open files and directories, a descriptor each, bounded; `dir_stream.rs`:
+//!   where a directory's listing stands, so that READDIR continues without seeking;
 //! - `ino_map.rs`: stable inode numbers for the guest;
 //! - `creds.rs`: files created with the request's uid/gid;
 //! - `data_cache.rs`: which files' data the guest keeps cached between opens;
@@ -22,6 +23,7 @@
 
 mod creds;
 mod data_cache;
+mod dir_stream;
 mod fd_cache;
 mod filesystem;
 mod handles;

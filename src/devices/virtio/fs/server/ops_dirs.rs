@@ -1,6 +1,7 @@
-//! Directory listings: READDIR and READDIRPLUS on an OPENDIR handle. `.` and `..` are not
-//! listed (the guest's kernel makes its own); READDIRPLUS looks every entry up, and takes the
-//! lookup back for an entry that did not fit in the reply.
+//! Directory listings: READDIR and READDIRPLUS on an OPENDIR handle, read through the handle's
+//! [`DirStream`](super::dir_stream::DirStream). `.` and `..` are not listed (the guest's kernel
+//! makes its own); READDIRPLUS looks every entry up, and takes the lookup back for an entry
+//! that did not fit in the reply.
 
 use std::ffi::CString;
 use std::io;
@@ -10,27 +11,12 @@ use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 use super::ShareFs;
 use super::sys;
 
-/// The most bytes of directory entries read from the host per request.
-const MAX_READDIR: usize = 128 * 1024;
-
 /// Whether `name` is `.` or `..`.
 fn is_dot(name: &[u8]) -> bool {
     name == b"." || name == b".."
 }
 
 impl ShareFs {
-    /// Up to `size` bytes of host directory entries of handle `fh` from `offset`, and the
-    /// directory's device.
-    fn dir_chunk(&self, id: u64, fh: u64, size: u32, offset: u64) -> io::Result<(Vec<u8>, u64)> {
-        let handle = self.handles().get(fh, id)?;
-        let file = handle.file();
-        let dev = sys::fstat(&*file)?.st_dev;
-        let mut buf = vec![0u8; (size as usize).min(MAX_READDIR)];
-        let len = sys::getdents(&file, offset, &mut buf)?;
-        buf.truncate(len);
-        Ok((buf, dev))
-    }
-
     pub(super) fn do_readdir(
         &self,
         id: u64,
@@ -42,20 +28,23 @@ impl ShareFs {
         if size == 0 {
             return Ok(());
         }
-        let (buf, dev) = self.dir_chunk(id, fh, size, offset)?;
-        for raw in sys::parse_dirents(&buf) {
-            if is_dot(raw.name) {
-                continue;
+        let handle = self.handles().get(fh, id)?;
+        let (file, mut stream) = handle.dir_stream();
+        let dev = sys::fstat(&*file)?.st_dev;
+        stream.seek(&file, offset)?;
+        while let Some(raw) = stream.peek(&file, size as usize)? {
+            if !is_dot(raw.name) {
+                let entry = DirEntry {
+                    ino: self.state().inos.guest_ino(dev, raw.ino),
+                    offset: raw.next_offset,
+                    type_: u32::from(raw.kind),
+                    name: raw.name,
+                };
+                if add_entry(entry)? == 0 {
+                    break;
+                }
             }
-            let entry = DirEntry {
-                ino: self.state().inos.guest_ino(dev, raw.ino),
-                offset: raw.next_offset,
-                type_: u32::from(raw.kind),
-                name: raw.name,
-            };
-            if add_entry(entry)? == 0 {
-                break;
-            }
+            stream.advance();
         }
         Ok(())
     }
@@ -71,19 +60,25 @@ impl ShareFs {
         if size == 0 {
             return Ok(());
         }
-        let (buf, _) = self.dir_chunk(id, fh, size, offset)?;
+        let handle = self.handles().get(fh, id)?;
+        let (file, mut stream) = handle.dir_stream();
+        stream.seek(&file, offset)?;
         let mut added = 0usize;
-        for raw in sys::parse_dirents(&buf) {
-            if is_dot(raw.name) {
-                continue;
-            }
-            let Ok(name) = CString::new(raw.name) else {
-                continue;
+        while let Some(raw) = stream.peek(&file, size as usize)? {
+            let name = match CString::new(raw.name) {
+                Ok(name) if !is_dot(raw.name) => name,
+                _ => {
+                    stream.advance();
+                    continue;
+                }
             };
             let entry = match self.lookup_entry(id, &name) {
                 Ok(entry) => entry,
                 // Gone since the listing.
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    stream.advance();
+                    continue;
+                }
                 // Entries already added must reach the guest: their lookups are counted.
                 Err(_) if added > 0 => break,
                 Err(err) => return Err(err),
@@ -108,6 +103,7 @@ impl ShareFs {
                     return Err(err);
                 }
             }
+            stream.advance();
         }
         Ok(())
     }

@@ -297,10 +297,9 @@ pub(super) struct RawDirent<'a> {
 /// Size of `struct linux_dirent64` before its name.
 const DIRENT_HEADER: usize = 19;
 
-/// Reads directory entries of the open directory `dir` from `offset` into `buf` (its length
-/// is the most read); returns the number of bytes filled.
-pub(super) fn getdents(dir: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    lseek(dir, offset, libc::SEEK_SET as u32)?;
+/// Reads directory entries of the open directory `dir` from where its offset is into `buf`
+/// (its length is the most read); returns the number of bytes filled.
+pub(super) fn getdents(dir: &File, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
     let ret = unsafe {
         libc::syscall(
@@ -313,27 +312,33 @@ pub(super) fn getdents(dir: &File, offset: u64, buf: &mut [u8]) -> io::Result<us
     usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
+/// The first entry of a `getdents64` buffer and its record's length; `None` when `buf` is
+/// empty or starts with anything malformed.
+pub(super) fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
+    let header = buf.get(..DIRENT_HEADER)?;
+    let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
+    let ino = u64::from_ne_bytes(field(0..8).try_into().ok()?);
+    let next_offset = u64::from_ne_bytes(field(8..16).try_into().ok()?);
+    let reclen = usize::from(u16::from_ne_bytes(field(16..18).try_into().ok()?));
+    let kind = field(18..19).first().copied().unwrap_or_default();
+    let record = buf.get(DIRENT_HEADER..reclen)?;
+    let name_len = record.iter().position(|&b| b == 0).unwrap_or(record.len());
+    let entry = RawDirent {
+        ino,
+        next_offset,
+        kind,
+        name: record.get(..name_len).unwrap_or_default(),
+    };
+    Some((entry, reclen))
+}
+
 /// The entries in the first `len` bytes `getdents64` filled; stops at anything malformed.
+#[cfg(test)]
 pub(super) fn parse_dirents(buf: &[u8]) -> Vec<RawDirent<'_>> {
     let mut entries = Vec::new();
     let mut rest = buf;
-    while let Some(header) = rest.get(..DIRENT_HEADER) {
-        let field = |range: std::ops::Range<usize>| header.get(range).unwrap_or_default();
-        let ino = u64::from_ne_bytes(field(0..8).try_into().unwrap_or_default());
-        let next_offset = u64::from_ne_bytes(field(8..16).try_into().unwrap_or_default());
-        let reclen = u16::from_ne_bytes(field(16..18).try_into().unwrap_or_default());
-        let kind = field(18..19).first().copied().unwrap_or_default();
-        let reclen = usize::from(reclen);
-        let Some(record) = rest.get(DIRENT_HEADER..reclen) else {
-            break;
-        };
-        let name_len = record.iter().position(|&b| b == 0).unwrap_or(record.len());
-        entries.push(RawDirent {
-            ino,
-            next_offset,
-            kind,
-            name: record.get(..name_len).unwrap_or_default(),
-        });
+    while let Some((entry, reclen)) = parse_dirent(rest) {
+        entries.push(entry);
         rest = rest.get(reclen..).unwrap_or_default();
     }
     entries
@@ -379,7 +384,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"").unwrap();
         let file = File::open(dir.path()).unwrap();
         let mut buf = vec![0u8; 4096];
-        let len = getdents(&file, 0, &mut buf).unwrap();
+        let len = getdents(&file, &mut buf).unwrap();
         let names: Vec<&[u8]> = parse_dirents(&buf[..len]).iter().map(|e| e.name).collect();
         assert!(names.contains(&&b"f"[..]));
         assert!(names.contains(&&b".."[..]));
