@@ -32,15 +32,28 @@ pub enum ShareError {
     /// A bind mount's source does not exist.
     #[error("bind mount source {0} does not exist")]
     MissingSource(PathBuf),
-    /// The annotation choosing how the share is served has a value it does not take.
-    #[error("annotation {ANNOTATION_XATTRS}={0}: expected true or false")]
-    Annotation(String),
+    /// An annotation choosing how the share is served has a value it does not take.
+    #[error("annotation {name}={value}: expected {expected}")]
+    Annotation {
+        /// The annotation.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
 }
 
 /// Annotation turning the share's extended attributes off (`false`): each costs the guest a
 /// round trip before a file's first write and before a `chown` (its `security.capability`
 /// probe), which a workload that uses none may rather save.
 pub const ANNOTATION_XATTRS: &str = "runvm.fs_xattrs";
+
+/// Annotation choosing where the guest's file locks live: `host` (the default), on the host
+/// file, binding other containers and host processes as under runc, at the price of a round
+/// trip per `close` (the FLUSH that releases a process's POSIX locks); `guest`, in the guest
+/// kernel alone (locks bind the container's own processes only; no FLUSH).
+pub const ANNOTATION_LOCKS: &str = "runvm.fs_locks";
 
 /// One bind mount's host source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,21 +73,29 @@ const ROOTFS_ENTRY: &std::ffi::CStr = c"rootfs";
 /// file checked at open for changes made behind its back, such as `docker cp`); bind mounts,
 /// which the host and other containers may change, are read again at every open
 /// (close-to-open). Names and attributes are cached for 1 s everywhere. Extended attributes
-/// are served unless `annotations` turn them off ([`ANNOTATION_XATTRS`]).
+/// are served unless `annotations` turn them off ([`ANNOTATION_XATTRS`]); file locks are held
+/// on the host unless they keep them in the guest ([`ANNOTATION_LOCKS`]).
 pub fn share_config(
     annotations: Option<&HashMap<String, String>>,
 ) -> Result<ShareConfig, ShareError> {
-    let xattrs = match annotations.and_then(|a| a.get(ANNOTATION_XATTRS)) {
-        None => true,
-        Some(value) => match value.trim() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(ShareError::Annotation(value.clone())),
-        },
+    let choice = |name: &'static str, yes: &str, no: &str, expected: &'static str| match annotations
+        .and_then(|a| a.get(name))
+    {
+        None => Ok(true),
+        Some(value) if value.trim() == yes => Ok(true),
+        Some(value) if value.trim() == no => Ok(false),
+        Some(value) => Err(ShareError::Annotation {
+            name,
+            value: value.clone(),
+            expected,
+        }),
     };
+    let xattrs = choice(ANNOTATION_XATTRS, "true", "false", "true or false")?;
+    let host_locks = choice(ANNOTATION_LOCKS, "host", "guest", "host or guest")?;
     Ok(ShareConfig {
         data_cache: DataCache::KeptUnder(ROOTFS_ENTRY),
         xattrs,
+        host_locks,
         ..ShareConfig::default()
     })
 }
@@ -201,6 +222,18 @@ mod tests {
         assert!(with("true").unwrap().xattrs);
         let err = with("no").unwrap_err().to_string();
         assert_eq!(err, "annotation runvm.fs_xattrs=no: expected true or false");
+        assert!(config.host_locks);
+        let locks = |value: &str| {
+            let a = HashMap::from([(ANNOTATION_LOCKS.to_owned(), value.to_owned())]);
+            share_config(Some(&a))
+        };
+        assert!(!locks("guest").unwrap().host_locks);
+        assert!(locks("host").unwrap().host_locks);
+        let err = locks("local").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "annotation runvm.fs_locks=local: expected host or guest"
+        );
     }
 
     /// Runs `f` in a forked child (the namespace work needs a single-threaded process) and

@@ -157,6 +157,57 @@ real_rm_image_dirs() {
         $'many\nremoved\n0'
 }
 
+# Locks between two containers and the host on one volume: a container holds a POSIX lock
+# (lockf) and a flock; a second container and the host are refused both; when the holder
+# ends, the second container gets them; then the second container waits (F_SETLKW) for a
+# lock the host holds, and gets it once the host lets go.
+real_volume_locks() {
+    local run=$1 dir=$W/locks-$RUNTIME holder=$RUNTIME-lock-holder i out host
+    rm -rf "$dir" && mkdir -p "$dir"
+    local try='import fcntl, sys
+def try_both(where):
+    out = []
+    for name, lock in (("posix", lambda f: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)),
+                       ("flock", lambda f: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB))):
+        with open(f"{where}/{name}", "a") as f:
+            try:
+                lock(f)
+                out.append(f"{name} free")
+            except OSError:
+                out.append(f"{name} busy")
+    print(" ".join(out))
+try_both(sys.argv[1])'
+    docker rm -f "$holder" >/dev/null 2>&1 || true
+    "$run" -d --name "$holder" -v "$dir:/vol" "$REAL_IMAGE" python3 -c 'import fcntl, time
+a = open("/vol/posix", "a"); fcntl.lockf(a, fcntl.LOCK_EX)
+b = open("/vol/flock", "a"); fcntl.flock(b, fcntl.LOCK_EX)
+open("/vol/ready", "w").close()
+time.sleep(120)' >/dev/null
+    for i in $(seq 120); do [ -e "$dir/ready" ] && break; sleep 0.5; done
+    [ -e "$dir/ready" ] || { docker logs "$holder"; docker rm -f "$holder" >/dev/null; return 1; }
+    expect "$("$run" --rm -v "$dir:/vol" "$REAL_IMAGE" python3 -c "$try" /vol)" "posix busy flock busy"
+    expect "$(python3 -c "$try" "$dir")" "posix busy flock busy"
+    docker rm -f "$holder" >/dev/null
+    expect "$("$run" --rm -v "$dir:/vol" "$REAL_IMAGE" python3 -c "$try" /vol)" "posix free flock free"
+    # The host holds the POSIX lock until 2 s after the container started waiting for it.
+    python3 -c 'import fcntl, os, sys, time
+f = open(sys.argv[1] + "/posix", "a"); fcntl.lockf(f, fcntl.LOCK_EX)
+open(sys.argv[1] + "/held", "w").close()
+for _ in range(1800):
+    if os.path.exists(sys.argv[1] + "/waiting"):
+        break
+    time.sleep(0.1)
+time.sleep(2)' "$dir" &
+    host=$!
+    for i in $(seq 100); do [ -e "$dir/held" ] && break; sleep 0.1; done
+    out=$("$run" --rm -v "$dir:/vol" "$REAL_IMAGE" python3 -c 'import fcntl, time
+f = open("/vol/posix", "a"); open("/vol/waiting", "w").close()
+t = time.time(); fcntl.lockf(f, fcntl.LOCK_EX)
+print("waited" if time.time() - t > 1 else "did not wait")')
+    wait "$host"
+    expect "$out" "waited"
+}
+
 # C: $REAL_C_FILES generated sources (each with its own header) and a main, built with
 # make -j2; the program prints a known sum; make then finds everything up to date, and a
 # touched source rebuilds that object only.
@@ -419,6 +470,7 @@ real_docker_scenarios() {
     scenario "$d: git commit of $REAL_GIT_FILES files, fsck" "real_git drun"
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
     scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
+    scenario "$d: locks between two containers and the host on a volume" "real_volume_locks drun"
     scenario "$d: rm -rf of the image's /var/lib/dpkg/info, /usr/include, git-core" "real_rm_image_dirs drun"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"

@@ -9,6 +9,7 @@ use fuse_backend_rs::api::server::Server;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::lock_wait::LockWaits;
 use super::request::{FsServer, handle_chain};
 use super::server::{ShareConfig, ShareFs};
 use super::stats::FsStats;
@@ -48,6 +49,8 @@ pub struct VirtioFs {
     errors_seen: u32,
     /// What the requests cost, by opcode (kept across resets: one per device).
     stats: Arc<FsStats>,
+    /// The SETLKW requests waiting for their locks.
+    lock_waits: LockWaits,
 }
 
 impl std::fmt::Debug for VirtioFs {
@@ -105,6 +108,7 @@ impl VirtioFs {
             active: None,
             errors_seen: 0,
             stats: Arc::default(),
+            lock_waits: LockWaits::new().map_err(FsError::QueueEvent)?,
         })
     }
 
@@ -147,9 +151,11 @@ impl VirtioFs {
         let Self {
             active,
             server,
+            share,
             errors_seen,
             queue_events,
             stats,
+            lock_waits,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
@@ -163,7 +169,7 @@ impl VirtioFs {
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             let started = Instant::now();
-            let completion = handle_chain(server, mem, chain);
+            let completion = handle_chain(server, share, mem, index, chain);
             stats.record(
                 completion.opcode,
                 completion.request_len,
@@ -174,7 +180,15 @@ impl VirtioFs {
             if let Some(err) = completion.error {
                 log_error(errors_seen, &err);
             }
-            if let Err(err) = queue.add_used(mem, head, completion.used_len) {
+            let mut used_len = completion.used_len;
+            if let Some((lock, waiting)) = completion.wait {
+                match lock_waits.start(lock, waiting) {
+                    // Answered when the wait ends (`answer_lock_waits`).
+                    Ok(()) => continue,
+                    Err((errno, waiting)) => used_len = waiting.write_reply(mem, errno),
+                }
+            }
+            if let Err(err) = queue.add_used(mem, head, used_len) {
                 log_error(errors_seen, &err);
             }
             used += 1;
@@ -193,6 +207,46 @@ impl VirtioFs {
             && let Err(err) = super::super::notify_used(queue, mem, &*active.interrupt)
         {
             log_error(errors_seen, &err);
+        }
+    }
+}
+
+impl VirtioFs {
+    /// The event a lock wait's end signals.
+    pub(super) fn lock_wait_event(&self) -> &EventFd {
+        self.lock_waits.event()
+    }
+
+    /// The SETLKW requests waiting now.
+    pub fn lock_waits(&self) -> usize {
+        self.lock_waits.len()
+    }
+
+    /// Answers the SETLKW requests whose waits ended, then interrupts the guest if it wants
+    /// to be told.
+    pub(super) fn answer_lock_waits(&mut self) {
+        let ended = self.lock_waits.take_ended();
+        let Some(active) = self.active.as_mut() else {
+            return;
+        };
+        let mem = &active.mem;
+        let mut touched = [false; NUM_QUEUES];
+        for (waiting, errno) in ended {
+            let Some(queue) = active.queues.get_mut(waiting.queue) else {
+                continue;
+            };
+            let used_len = waiting.write_reply(mem, errno);
+            if let Err(err) = queue.add_used(mem, waiting.head, used_len) {
+                log_error(&mut self.errors_seen, &err);
+            }
+            if let Some(t) = touched.get_mut(waiting.queue) {
+                *t = true;
+            }
+        }
+        for (queue, _) in active.queues.iter_mut().zip(touched).filter(|(_, t)| *t) {
+            if let Err(err) = super::super::notify_used(queue, mem, &*active.interrupt) {
+                log_error(&mut self.errors_seen, &err);
+            }
         }
     }
 }
@@ -277,6 +331,7 @@ impl VirtioDevice for VirtioFs {
         }
         self.active = None;
         self.acked_features = 0;
+        self.lock_waits.forget();
         true
     }
 }

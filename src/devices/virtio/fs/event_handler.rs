@@ -1,5 +1,6 @@
 //! The event-loop side of the device: the [`VirtioFs`] watches its two queue events (hiprio
-//! and request) and answers the queue's requests on each. Queue events before activation are
+//! and request) and answers the queue's requests on each, and the event of its lock waits
+//! (`lock_wait.rs`), answering the SETLKW requests whose waits ended. Queue events before activation are
 //! drained and ignored: activation kicks both queues once to catch up.
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,12 +30,20 @@ impl VirtioFs {
 impl MutEventSubscriber for VirtioFs {
     fn init(&mut self, ops: &mut EventOps) {
         let queue_events = (0..NUM_QUEUES).filter_map(|i| self.queue_event(i));
-        watch_inputs(ops, "virtio-fs", queue_events.map(AsRawFd::as_raw_fd));
+        let lock_waits = std::iter::once(self.lock_wait_event());
+        watch_inputs(
+            ops,
+            "virtio-fs",
+            queue_events.chain(lock_waits).map(AsRawFd::as_raw_fd),
+        );
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         match self.queue_of_event(events.fd()) {
             Some(index) => self.handle_queue_event(index),
+            None if events.fd() == self.lock_wait_event().as_raw_fd() => {
+                self.answer_lock_waits();
+            }
             None => eprintln!("virtio-fs: event on unknown fd {}", events.fd()),
         }
     }

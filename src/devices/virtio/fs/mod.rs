@@ -6,7 +6,9 @@
 //!
 //! The device is shaped like the other virtio devices:
 //! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the queue processing;
-//! - `event_handler.rs`: the event-loop side (the two queue events);
+//! - `event_handler.rs`: the event-loop side (the two queue events, the lock waits' event);
+//! - `lock_wait.rs`: SETLKW, a lock the guest waits for, waited for on a thread of its own
+//!   while its chain stays unanswered;
 //! - `request.rs`: one descriptor chain through the FUSE server, with a screen in front of it
 //!   for the names a request carries, and an error reply for requests the server rejects;
 //! - `server/`: the file system: inode table, descriptor cache, open handles (see its docs);
@@ -28,8 +30,9 @@
 //! (`open_by_handle_at`) are never used: they resolve on the whole file system, ignoring the
 //! share's boundary, and overlayfs cannot decode them.
 //!
-//! **Blocking.** Requests are served on the event-loop thread, and their host I/O blocks it
-//! for as long as the host file system takes. Acceptable for now: a slow share slows the
+//! **Blocking.** Requests are served on the event-loop thread (but for a lock the guest waits
+//! for: `lock_wait.rs`), and their host I/O blocks it for as long as the host file system
+//! takes. Acceptable for now: a slow share slows the
 //! other devices of the same VM, nothing more. A worker thread per queue would remove that.
 //!
 //! **Process-wide effects.** The server sets the process umask to 0 when it is created (the
@@ -44,6 +47,7 @@
 
 mod device;
 mod event_handler;
+mod lock_wait;
 mod request;
 mod server;
 mod stats;

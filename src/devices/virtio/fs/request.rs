@@ -16,13 +16,14 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, InHeader, LinkIn, MkdirIn, MknodIn, Opcode, OutHeader, Rename2In, RenameIn,
+    CreateIn, InHeader, LinkIn, LkIn, MkdirIn, MknodIn, Opcode, OutHeader, Rename2In, RenameIn,
 };
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
 use virtio_queue::DescriptorChain;
 
-use super::server::ShareFs;
+use super::lock_wait::WaitingChain;
+use super::server::{BlockedLock, LockAttempt, ShareFs};
 use crate::vmm::GuestMemory;
 
 /// The FUSE server over the shared directory.
@@ -53,13 +54,15 @@ pub(super) enum RequestError {
 }
 
 /// How one chain was answered: the request's opcode and length when it had a header, the
-/// bytes written to it (its used length) and, if it went wrong, why.
+/// bytes written to it (its used length) and, if it went wrong, why; or, for a lock the
+/// guest waits for, what to wait on (the chain is answered when the wait ends).
 #[derive(Debug)]
 pub(super) struct Completion {
     pub(super) opcode: Option<u32>,
     pub(super) request_len: u32,
     pub(super) used_len: u32,
     pub(super) error: Option<RequestError>,
+    pub(super) wait: Option<(BlockedLock, WaitingChain)>,
 }
 
 impl Completion {
@@ -70,21 +73,37 @@ impl Completion {
             request_len: 0,
             used_len: 0,
             error: Some(error),
+            wait: None,
+        }
+    }
+
+    /// An answered request.
+    fn answered(header: &InHeader, used_len: u32, error: Option<RequestError>) -> Self {
+        Completion {
+            opcode: Some(header.opcode),
+            request_len: header.len,
+            used_len,
+            error,
+            wait: None,
         }
     }
 }
 
-/// Runs the request in `chain` through `server` and writes its reply into the chain.
+/// Runs the request in `chain` (from queue `queue`) through `server` and writes its reply into
+/// the chain. SETLKW is taken before the server sees it: it is answered at once, or handed
+/// back as a wait (`share` is the server's file system).
 pub(super) fn handle_chain(
     server: &FsServer,
+    share: &ShareFs,
     mem: &GuestMemory,
+    queue: usize,
     chain: DescriptorChain<&GuestMemory>,
 ) -> Completion {
     let reader = match Reader::from_descriptor_chain(mem, chain.clone()) {
         Ok(reader) => reader,
         Err(err) => return Completion::unusable(RequestError::Chain(err)),
     };
-    let writer = match VirtioFsWriter::new(mem, chain) {
+    let writer = match VirtioFsWriter::new(mem, chain.clone()) {
         Ok(writer) => writer,
         Err(err) => return Completion::unusable(RequestError::Chain(err)),
     };
@@ -93,39 +112,54 @@ pub(super) fn handle_chain(
     let Ok(header) = body.read_obj::<InHeader>() else {
         return Completion::unusable(RequestError::NoHeader);
     };
-    let (opcode, request_len) = (Some(header.opcode), header.len);
     if let Err(errno) = screen_request(&header, &mut body) {
         // Refused on purpose: an ordinary error reply, nothing to log.
-        return Completion {
-            opcode,
-            request_len,
-            used_len: reply_error(writer, header.unique, errno),
-            error: None,
+        return Completion::answered(&header, reply_error(writer, header.unique, errno), None);
+    }
+    if header.opcode == Opcode::Setlkw as u32 {
+        let Ok(args) = body.read_obj::<LkIn>() else {
+            return Completion::answered(
+                &header,
+                reply_error(writer, header.unique, libc::EINVAL),
+                None,
+            );
+        };
+        let attempt = share.try_lock(
+            header.nodeid,
+            args.fh,
+            args.owner,
+            args.lk.into(),
+            args.lk_flags,
+        );
+        return match attempt {
+            LockAttempt::Done(result) => {
+                let errno = result
+                    .err()
+                    .map_or(0, |e| e.raw_os_error().unwrap_or(libc::EIO));
+                Completion::answered(&header, reply_error(writer, header.unique, errno), None)
+            }
+            LockAttempt::Blocked(lock) => Completion {
+                wait: Some((lock, WaitingChain::of(queue, header.unique, chain))),
+                ..Completion::answered(&header, 0, None)
+            },
         };
     }
     // The server writes through its own copy; ours stays at the start for an error reply.
     match server.handle_message(reader, writer.clone().into(), None, None) {
-        Ok(written) => Completion {
-            opcode,
-            request_len,
-            used_len: u32::try_from(written).unwrap_or(u32::MAX),
-            error: None,
-        },
+        Ok(written) => {
+            Completion::answered(&header, u32::try_from(written).unwrap_or(u32::MAX), None)
+        }
         Err(source) => {
             let used_len = if expects_reply(header.opcode) {
                 reply_error(writer, header.unique, libc::EIO)
             } else {
                 0
             };
-            Completion {
-                opcode,
-                request_len,
-                used_len,
-                error: Some(RequestError::Server {
-                    opcode: header.opcode,
-                    source,
-                }),
-            }
+            let error = RequestError::Server {
+                opcode: header.opcode,
+                source,
+            };
+            Completion::answered(&header, used_len, Some(error))
         }
     }
 }
@@ -135,7 +169,8 @@ fn expects_reply(opcode: u32) -> bool {
     opcode != Opcode::Forget as u32 && opcode != Opcode::BatchForget as u32
 }
 
-/// Writes a reply that carries only `errno`; returns its length, or 0 when it did not fit.
+/// Writes a reply that carries only `errno` (0: success); returns its length, or 0 when it
+/// did not fit.
 fn reply_error(mut writer: VirtioFsWriter<'_>, unique: u64, errno: i32) -> u32 {
     const LEN: usize = size_of::<OutHeader>();
     let header = OutHeader {

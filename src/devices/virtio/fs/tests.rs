@@ -3,7 +3,8 @@
 //! back from the used ring, and the share a temporary directory on the host.
 //!
 //! `escape.rs` tries to reach outside the share; `hostile.rs` sends malformed chains;
-//! `scale.rs` walks trees larger than the server's descriptor cache.
+//! `scale.rs` walks trees larger than the server's descriptor cache; `locks.rs` waits for
+//! locks.
 
 use std::mem::size_of;
 use std::path::Path;
@@ -26,6 +27,7 @@ use fuse_backend_rs::api::filesystem::FsOptions;
 
 mod escape;
 mod hostile;
+mod locks;
 mod scale;
 
 const MEM_SIZE: usize = 4 << 20;

@@ -1,6 +1,6 @@
 //! fuse-backend-rs's `FileSystem` trait for [`ShareFs`]: each request dispatched to its
-//! `ops_*.rs` (or `xattr.rs`) implementation. Requests not implemented here keep the trait's
-//! answer: `ENOSYS` for locks, BMAP, POLL and DAX mappings; `ENOTTY` for IOCTL.
+//! `ops_*.rs` (or `xattr.rs`, `locks.rs`) implementation. Requests not implemented here keep
+//! the trait's answer: `ENOSYS` for BMAP, POLL and DAX mappings; `ENOTTY` for IOCTL.
 
 use std::ffi::CStr;
 use std::io;
@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::CreateIn;
 use fuse_backend_rs::api::filesystem::{
-    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
-    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
+    Context, DirEntry, Entry, FileLock, FileSystem, FsOptions, GetxattrReply, ListxattrReply,
+    OpenOptions, SetattrValid, ZeroCopyReader, ZeroCopyWriter,
 };
 
 use super::ShareFs;
@@ -179,8 +179,8 @@ impl FileSystem for ShareFs {
         self.do_write(inode, handle, r, size, offset, flags, fuse_flags)
     }
 
-    fn flush(&self, _ctx: &Context, inode: u64, handle: u64, _lock_owner: u64) -> io::Result<()> {
-        self.do_flush(inode, handle)
+    fn flush(&self, _ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
+        self.do_flush(inode, handle, lock_owner)
     }
 
     fn fsync(&self, _ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
@@ -206,9 +206,12 @@ impl FileSystem for ShareFs {
         _flags: u32,
         handle: u64,
         _flush: bool,
-        _flock_release: bool,
-        _lock_owner: Option<u64>,
+        flock_release: bool,
+        lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        if flock_release && let Some(owner) = lock_owner {
+            self.drop_flock_owner(inode, owner);
+        }
         self.do_release(inode, handle)
     }
 
@@ -256,6 +259,43 @@ impl FileSystem for ShareFs {
 
     fn releasedir(&self, _ctx: &Context, inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
         self.do_release(inode, handle)
+    }
+
+    fn getlk(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<FileLock> {
+        self.do_getlk(inode, handle, owner, lock, flags)
+    }
+
+    fn setlk(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.do_setlk(inode, handle, owner, lock, flags)
+    }
+
+    /// Never waits here: the device takes SETLKW before the server does (`fs/lock_wait.rs`).
+    fn setlkw(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        handle: u64,
+        owner: u64,
+        lock: FileLock,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.do_setlk(inode, handle, owner, lock, flags)
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {

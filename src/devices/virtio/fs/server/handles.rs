@@ -1,10 +1,11 @@
 //! Open files and directories (OPEN, CREATE, OPENDIR until RELEASE/RELEASEDIR): a real
-//! descriptor each, at most a fixed number at a time (beyond it the guest gets `EMFILE`).
+//! descriptor each, at most a fixed number at a time (beyond it the guest gets `EMFILE`),
+//! lock owners' descriptions (`locks.rs`) included.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::dir_stream::DirStream;
@@ -73,6 +74,8 @@ pub(super) struct HandleTable {
     handles: HashMap<u64, Arc<OpenHandle>>,
     next: u64,
     capacity: usize,
+    /// The lock owners' descriptions open (`locks.rs`): they count against `capacity`.
+    lock_files: Arc<AtomicUsize>,
 }
 
 impl HandleTable {
@@ -82,6 +85,7 @@ impl HandleTable {
             handles: HashMap::new(),
             next: 1,
             capacity,
+            lock_files: Arc::default(),
         }
     }
 
@@ -92,7 +96,7 @@ impl HandleTable {
 
     /// `Err(EMFILE)` if no other handle can be opened now (checked before opening a file).
     pub(super) fn check_room(&self) -> io::Result<()> {
-        if self.handles.len() >= self.capacity {
+        if self.handles.len() + self.lock_files.load(Ordering::SeqCst) >= self.capacity {
             Err(errno(libc::EMFILE))
         } else {
             Ok(())
@@ -130,6 +134,11 @@ impl HandleTable {
         let handle = self.get(fh, inode)?;
         self.handles.remove(&fh);
         Ok(handle)
+    }
+
+    /// The count of lock owners' descriptions, which share the handles' capacity.
+    pub(super) fn lock_files(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.lock_files)
     }
 
     /// Closes every handle.

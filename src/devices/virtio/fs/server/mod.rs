@@ -15,6 +15,7 @@
 //! - `creds.rs`: files created with the request's uid/gid;
 //! - `data_cache.rs`: which files' data the guest keeps cached between opens;
 //! - `killpriv.rs`: set-user-ID and set-group-ID bits cleared where the guest kernel asks;
+//! - `locks.rs`: POSIX and flock locks, held on the host file per guest owner;
 //! - `limits.rs`: the descriptor budget and the process's `RLIMIT_NOFILE`;
 //! - `sys.rs`: the system calls, always relative to a descriptor;
 //! - `xattr.rs`: extended attributes, for the names a container may use;
@@ -31,6 +32,7 @@ mod ino_map;
 mod inodes;
 mod killpriv;
 mod limits;
+mod locks;
 mod ops_dirs;
 mod ops_entry;
 mod ops_files;
@@ -53,6 +55,8 @@ pub use data_cache::DataCache;
 use handles::HandleTable;
 use inodes::Identity;
 pub use limits::{FsLimits, VMM_MARGIN};
+use locks::LockTable;
+pub use locks::{BlockedLock, LockAttempt};
 use resolve::State;
 use sys::errno;
 
@@ -81,11 +85,13 @@ pub enum ServerError {
 /// - `xattrs` (on): extended attributes as `xattr.rs` says; off, every xattr request is
 ///   `ENOSYS`, after which the guest sends none (not even its `security.capability` probe
 ///   before a file's first write).
+/// - `host_locks` (on): POSIX and flock locks held on the host file (`locks.rs`), FLUSH
+///   answered (a close releases the owner's POSIX locks); off, the guest kernel keeps its
+///   locks and FLUSH is `ENOSYS` (one round trip less per `close`).
 ///
 /// Fixed, not options: no writeback cache (the guest's view of sizes never diverges from the
 /// host's, files opened write-only are never read), no DAX (no shared memory window),
-/// extended attributes (when on) for `user.*`, ACLs and file capabilities only, no locks
-/// (`ENOSYS`), every OPEN and OPENDIR answered with a handle, inode numbers as `ino_map.rs`
+/// extended attributes (when on) for `user.*`, ACLs and file capabilities only, every OPEN and OPENDIR answered with a handle, inode numbers as `ino_map.rs`
 /// says.
 #[derive(Clone, Copy, Debug)]
 pub struct ShareConfig {
@@ -99,6 +105,9 @@ pub struct ShareConfig {
     pub data_cache: DataCache,
     /// Whether extended attributes are served.
     pub xattrs: bool,
+    /// Whether the guest's locks are taken on the host file (`locks.rs`; FLUSH then
+    /// answered); otherwise the guest kernel keeps them itself (and FLUSH is `ENOSYS`).
+    pub host_locks: bool,
 }
 
 impl Default for ShareConfig {
@@ -109,6 +118,7 @@ impl Default for ShareConfig {
             limits: FsLimits::default(),
             data_cache: DataCache::PerOpen,
             xattrs: true,
+            host_locks: true,
         }
     }
 }
@@ -127,6 +137,7 @@ pub struct ShareFs {
     proc_self_fd: OwnedFd,
     state: Mutex<State>,
     handles: Mutex<HandleTable>,
+    locks: Mutex<LockTable>,
     reservation: limits::Reservation,
 }
 
@@ -165,6 +176,7 @@ impl ShareFs {
                 limits.pinned,
             )),
             handles: Mutex::new(HandleTable::new(limits.open_handles)),
+            locks: Mutex::new(LockTable::default()),
             reservation,
         })
     }
@@ -196,6 +208,11 @@ impl ShareFs {
 
     fn handles(&self) -> MutexGuard<'_, HandleTable> {
         lock(&self.handles)
+    }
+
+    /// The lock owners' descriptions (locked after `handles` when both are).
+    fn locks(&self) -> MutexGuard<'_, LockTable> {
+        lock(&self.locks)
     }
 
     /// Inode `id`'s `O_PATH` descriptor (see `resolve.rs`).

@@ -22,7 +22,10 @@ use super::{ShareFs, purge_dropped};
 ///   the guest (the server keeps its own state consistent under its locks);
 /// - HANDLE_KILLPRIV_V2: the server clears set-user-ID and set-group-ID bits where the guest
 ///   flags it (`killpriv.rs`), so a `chown` is one round trip, not a GETATTR and a SETATTR;
-/// - ATOMIC_O_TRUNC: `O_TRUNC` travels with OPEN, not as a SETATTR after it.
+/// - ATOMIC_O_TRUNC: `O_TRUNC` travels with OPEN, not as a SETATTR after it;
+/// - POSIX_LOCKS and FLOCK_LOCKS (unless the share's `host_locks` is off): the guest's locks
+///   are taken on the host file (`locks.rs`), so they bind other containers and host
+///   processes.
 ///
 /// Not (yet): a writeback cache, zero-message open, DAX.
 pub(super) const INIT_OPTIONS: FsOptions = FsOptions::DO_READDIRPLUS
@@ -32,17 +35,24 @@ pub(super) const INIT_OPTIONS: FsOptions = FsOptions::DO_READDIRPLUS
     .union(FsOptions::ASYNC_READ)
     .union(FsOptions::PARALLEL_DIROPS)
     .union(FsOptions::HANDLE_KILLPRIV_V2)
-    .union(FsOptions::ATOMIC_O_TRUNC);
+    .union(FsOptions::ATOMIC_O_TRUNC)
+    .union(FsOptions::POSIX_LOCKS)
+    .union(FsOptions::FLOCK_LOCKS);
 
 impl ShareFs {
     /// INIT: what the server answers with the guest kernel's offer (fuse-backend-rs keeps
     /// only what both sides have).
     pub(super) fn do_init(&self, _capable: FsOptions) -> io::Result<FsOptions> {
-        Ok(INIT_OPTIONS)
+        if self.config.host_locks {
+            Ok(INIT_OPTIONS)
+        } else {
+            Ok(INIT_OPTIONS - FsOptions::POSIX_LOCKS - FsOptions::FLOCK_LOCKS)
+        }
     }
 
     /// DESTROY (or a new INIT): every handle closed, every inode but the root forgotten.
     pub(super) fn do_destroy(&self) {
+        self.locks().clear();
         self.handles().clear();
         let mut state = self.state();
         state.inodes.clear();

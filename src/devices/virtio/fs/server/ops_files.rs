@@ -167,14 +167,19 @@ impl ShareFs {
         r.read_to(&mut *file, size as usize, offset)
     }
 
-    /// FLUSH: `ENOSYS`, after which the guest kernel sends no more. A `close` in the guest
-    /// has nothing to tell the host: writes are not cached (each WRITE reached the file
-    /// before the guest's `write` returned), locks are the guest's own, and the host file
-    /// closes at RELEASE. One round trip less per `close`.
-    pub(super) fn do_flush(&self, id: u64, fh: u64) -> io::Result<()> {
+    /// FLUSH, a `close` in the guest: with locks on the host, the POSIX locks of the closing
+    /// owner go (as a host `close` releases them). Otherwise `ENOSYS`, after which the guest
+    /// kernel sends no more: writes are not cached (each WRITE reached the file before the
+    /// guest's `write` returned), locks are the guest's own, and the host file closes at
+    /// RELEASE; one round trip less per `close`.
+    pub(super) fn do_flush(&self, id: u64, fh: u64, lock_owner: u64) -> io::Result<()> {
         // An unknown handle is still an error, as for every request on a handle.
         drop(self.handles().get(fh, id)?);
-        Err(errno(libc::ENOSYS))
+        if !self.config.host_locks {
+            return Err(errno(libc::ENOSYS));
+        }
+        self.drop_posix_owner(id, lock_owner);
+        Ok(())
     }
 
     /// RELEASE and RELEASEDIR.

@@ -52,7 +52,11 @@ pub(super) fn open_path(dir: &impl AsRawFd, name: &CStr) -> io::Result<OwnedFd> 
 /// Reopens the inode behind the `O_PATH` descriptor `fd` with `flags`, through the magic link
 /// `/proc/self/fd/<fd>` (`proc_self_fd` is that directory). The link leads to the inode
 /// itself, never to a symlink's target; `O_CREAT`, `O_EXCL` and `O_NOFOLLOW` are dropped.
-pub(super) fn reopen(proc_self_fd: &OwnedFd, fd: &OwnedFd, flags: libc::c_int) -> io::Result<File> {
+pub(super) fn reopen(
+    proc_self_fd: &OwnedFd,
+    fd: &impl AsRawFd,
+    flags: libc::c_int,
+) -> io::Result<File> {
     let name = fd_name(fd)?;
     let flags = (flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW)) | libc::O_CLOEXEC;
     openat(proc_self_fd, &name, flags, 0).map(File::from)

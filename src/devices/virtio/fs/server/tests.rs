@@ -65,6 +65,8 @@ fn init_asks_for_large_requests_and_adaptive_readdirplus() {
             | FsOptions::PARALLEL_DIROPS
             | FsOptions::HANDLE_KILLPRIV_V2
             | FsOptions::ATOMIC_O_TRUNC
+            | FsOptions::POSIX_LOCKS
+            | FsOptions::FLOCK_LOCKS
     );
     assert!(!offered.contains(FsOptions::WRITEBACK_CACHE));
     assert_eq!(
@@ -269,23 +271,13 @@ fn access_statfs_lseek_fallocate_and_sync() {
         fs.lseek(&ctx(), file, fh, 0, libc::SEEK_HOLE as u32)
             .is_ok()
     );
-    // FLUSH is refused (the guest then stops sending it), on a valid handle only.
-    let err = fs.flush(&ctx(), file, fh, 0).err().unwrap();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
+    // FLUSH is answered (it releases the closing owner's locks), on a valid handle only.
+    fs.flush(&ctx(), file, fh, 0).unwrap();
     let err = fs.flush(&ctx(), file, fh + 1, 0).err().unwrap();
-    assert_ne!(err.raw_os_error(), Some(libc::ENOSYS));
+    assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     fs.fsync(&ctx(), file, true, fh).unwrap();
     fs.release(&ctx(), file, 0, fh, false, false, None).unwrap();
     assert!(fs.fsync(&ctx(), file, false, fh).is_err());
-    // Locks are not offered (the guest keeps its own).
-    let lock = fuse_backend_rs::api::filesystem::FileLock {
-        start: 0,
-        end: 0,
-        lock_type: libc::F_WRLCK as u32,
-        pid: 1,
-    };
-    let err = fs.getlk(&ctx(), file, fh, 0, lock, 0).err().unwrap();
-    assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
 }
 
 #[test]
@@ -573,6 +565,30 @@ fn user_attributes_pass_and_the_hosts_own_stay_hidden() {
         .unwrap();
     assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
     assert_eq!(host_xattr(&path, "user.x"), None);
+}
+
+#[test]
+fn with_locks_in_the_guest_no_lock_is_offered_and_flush_is_enosys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file"), b"").unwrap();
+    let config = ShareConfig {
+        host_locks: false,
+        ..ShareConfig::default()
+    };
+    let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+    let offered = fs.init(FsOptions::all()).unwrap();
+    assert!(!offered.intersects(FsOptions::POSIX_LOCKS | FsOptions::FLOCK_LOCKS));
+    let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
+    let fh = fs
+        .open(&ctx(), file, libc::O_RDWR as u32, 0)
+        .unwrap()
+        .0
+        .unwrap();
+    // FLUSH is refused (the guest then stops sending it), on a valid handle only.
+    let err = fs.flush(&ctx(), file, fh, 0).err().unwrap();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSYS));
+    let err = fs.flush(&ctx(), file, fh + 1, 0).err().unwrap();
+    assert_ne!(err.raw_os_error(), Some(libc::ENOSYS));
 }
 
 #[test]
