@@ -1,5 +1,7 @@
-//! The device event loop: one thread running an event-manager epoll loop over every device's
-//! events (queue notifications, host-side sockets), until told to stop.
+//! A device event loop: one thread running an event-manager epoll loop over its devices'
+//! events (queue notifications, host-side sockets), until told to stop. A VM has one for
+//! its devices, and one more for its shared directory, whose host I/O (an fsync, a large
+//! write) must not hold up the network and the agent's channel.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +22,8 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Starts the loop with `subscribers`.
-    pub fn spawn(subscribers: Vec<Subscriber>) -> std::io::Result<Self> {
+    /// Starts the loop with `subscribers` on a thread called `name`.
+    pub fn spawn(name: &str, subscribers: Vec<Subscriber>) -> std::io::Result<Self> {
         let mut manager = EventManager::<Subscriber>::new()
             .map_err(|e| std::io::Error::other(format!("cannot create the event loop: {e:?}")))?;
         for s in subscribers {
@@ -30,7 +32,7 @@ impl EventLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
-            .name("vmm-events".into())
+            .name(name.into())
             .spawn(move || {
                 while !flag.load(Ordering::SeqCst) {
                     manager

@@ -152,6 +152,8 @@ pub struct MicroVm {
     gate: Arc<Gate>,
     exited: Receiver<VcpuExited>,
     event_loop: EventLoop,
+    /// The shared directory's loop, when there is one.
+    file_loop: Option<EventLoop>,
     vsock: VsockHandle,
     nics: Vec<NetHandle>,
     /// The shared directory's request counters, when there is one.
@@ -166,11 +168,23 @@ pub struct MicroVm {
 }
 
 /// The virtio devices of a VM being built: their mmio transports (for the bus) and their
-/// event subscribers (for the event loop), one 4 KiB window and one IRQ each.
+/// event subscribers (for an event loop), one 4 KiB window and one IRQ each.
 #[derive(Default)]
 struct VirtioSlots {
     transports: Vec<(u64, Arc<Mutex<MmioTransport>>)>,
+    /// For the devices' event loop (vsock, net).
     subscribers: Vec<Subscriber>,
+    /// For the shared directory's own loop.
+    file_subscribers: Vec<Subscriber>,
+}
+
+/// Which event loop serves a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// The devices' loop.
+    Devices,
+    /// The shared directory's loop: its requests wait on host I/O.
+    Files,
 }
 
 impl VirtioSlots {
@@ -182,6 +196,7 @@ impl VirtioSlots {
         mem: &GuestMemory,
         cmdline: &mut linux_loader::cmdline::Cmdline,
         device: Arc<Mutex<D>>,
+        lane: Lane,
     ) -> Result<(), VmError>
     where
         D: VirtioDevice + event_manager::MutEventSubscriber + 'static,
@@ -216,7 +231,10 @@ impl VirtioSlots {
             .map_err(BootError::from)?;
         self.transports
             .push((base, Arc::new(Mutex::new(transport))));
-        self.subscribers.push(device);
+        match lane {
+            Lane::Devices => self.subscribers.push(device),
+            Lane::Files => self.file_subscribers.push(device),
+        }
         Ok(())
     }
 }
@@ -297,7 +315,13 @@ impl MicroVm {
         let mut cmdline = boot::new_cmdline(&base_cmdline(config.debug))?;
         let (vsock_dev, vsock) = Vsock::new(GUEST_CID).map_err(io("virtio-vsock"))?;
         let mut virtio = VirtioSlots::default();
-        virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(vsock_dev)))?;
+        virtio.attach(
+            &vm,
+            &mem,
+            &mut cmdline,
+            Arc::new(Mutex::new(vsock_dev)),
+            Lane::Devices,
+        )?;
         let mut fs_stats = None;
         if let Some(dir) = &config.shared_dir {
             let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config).map_err(|e| {
@@ -307,7 +331,13 @@ impl MicroVm {
                 }
             })?;
             fs_stats = Some(fs.stats());
-            virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(fs)))?;
+            virtio.attach(
+                &vm,
+                &mem,
+                &mut cmdline,
+                Arc::new(Mutex::new(fs)),
+                Lane::Files,
+            )?;
         }
         let mut nics = Vec::new();
         let net_options = NetOptions {
@@ -316,7 +346,13 @@ impl MicroVm {
         };
         for slot in 0..config.net_slots {
             let (net, handle) = Net::with_options(slot, net_options).map_err(io("virtio-net"))?;
-            virtio.attach(&vm, &mem, &mut cmdline, Arc::new(Mutex::new(net)))?;
+            virtio.attach(
+                &vm,
+                &mem,
+                &mut cmdline,
+                Arc::new(Mutex::new(net)),
+                Lane::Devices,
+            )?;
             nics.push(handle);
         }
         if !config.extra_cmdline.is_empty() {
@@ -344,7 +380,14 @@ impl MicroVm {
             fds.push(fd);
         }
 
-        let event_loop = EventLoop::spawn(virtio.subscribers).map_err(io("event loop"))?;
+        let event_loop =
+            EventLoop::spawn("vmm-events", virtio.subscribers).map_err(io("event loop"))?;
+        let file_loop = if virtio.file_subscribers.is_empty() {
+            None
+        } else {
+            let files = EventLoop::spawn("vmm-files", virtio.file_subscribers);
+            Some(files.map_err(io("file event loop"))?)
+        };
         let bus = Arc::new(Bus::new(serial, virtio.transports));
         let stop = Arc::new(AtomicBool::new(false));
         let gate = Arc::new(Gate::default());
@@ -356,6 +399,7 @@ impl MicroVm {
             gate: gate.clone(),
             exited,
             event_loop,
+            file_loop,
             vsock,
             nics,
             fs_stats,
@@ -445,6 +489,9 @@ impl MicroVm {
             let _ = t.stop_and_join(Duration::from_secs(1));
         }
         let _ = self.event_loop.stop();
+        if let Some(files) = self.file_loop.as_mut() {
+            let _ = files.stop();
+        }
     }
 }
 

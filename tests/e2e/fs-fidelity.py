@@ -162,6 +162,51 @@ def locks():
     return None if out == b"-" else f"another process: {out.decode()}"
 
 
+def delete_while_listing():
+    # As busybox's rm and Python's own loops do: each entry deleted as the listing reaches
+    # it, the directory read in several requests meanwhile.
+    os.makedirs("del", exist_ok=True)
+    for i in range(300):
+        write(f"del/f{i}", b"")
+    deleted = 0
+    for entry in os.scandir("del"):
+        os.unlink(entry.path)
+        deleted += 1
+    left = os.listdir("del")
+    os.rmdir("del") if not left else None
+    return None if deleted == 300 and not left else f"deleted {deleted}, left {len(left)}"
+
+
+def sockets_fifos():
+    import socket
+    for p in ("s.sock", "p.fifo"):
+        if os.path.lexists(p):
+            os.unlink(p)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind("s.sock")
+    server.listen(1)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect("s.sock")
+    conn, _ = server.accept()
+    client.sendall(b"ping")
+    got = conn.recv(4)
+    os.mkfifo("p.fifo")
+    pid = os.fork()
+    if pid == 0:
+        with open("p.fifo", "wb") as f:
+            f.write(b"through the fifo")
+        os._exit(0)
+    with open("p.fifo", "rb") as f:
+        piped = f.read()
+    os.waitpid(pid, 0)
+    kinds = (os.stat("s.sock").st_mode & 0o170000, os.stat("p.fifo").st_mode & 0o170000)
+    for c in (conn, client, server):
+        c.close()
+    if got != b"ping" or piped != b"through the fifo":
+        return f"socket {got!r}, fifo {piped!r}"
+    return None if kinds == (0o140000, 0o010000) else f"kinds {kinds}"
+
+
 def inotify():
     class Event(ctypes.Structure):
         _fields_ = [("wd", ctypes.c_int), ("mask", ctypes.c_uint32),
@@ -256,7 +301,8 @@ for name, fn in [("hard_links", hard_links), ("rename_over_open", rename_over_op
                  ("unlinked_open", unlinked_open), ("long_names", long_names),
                  ("sparse", sparse), ("fallocate", fallocate), ("o_direct", o_direct),
                  ("mmap_shared", mmap_shared), ("locks", locks), ("inotify", inotify),
-                 ("many_entries", many_entries), ("user_xattrs", user_xattrs),
+                 ("many_entries", many_entries), ("delete_while_listing", delete_while_listing),
+                 ("sockets_fifos", sockets_fifos), ("user_xattrs", user_xattrs),
                  ("acl", acl), ("capability", capability), ("setuid", setuid),
                  ("ownership", ownership)]:
     check(name, fn)

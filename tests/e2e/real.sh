@@ -145,18 +145,6 @@ real_fs_fidelity() {
     done
 }
 
-# rm -rf of directories of the image's layers (overlayfs merged directories, more entries than
-# one directory listing reply): nothing is left (a listing that lost its place after the
-# deletions ended in "Directory not empty").
-real_rm_image_dirs() {
-    local run=$1
-    expect "$("$run" --rm "$REAL_IMAGE" sh -c '
-        [ "$(ls /var/lib/dpkg/info | wc -l)" -gt 500 ] && echo many
-        rm -rf /var/lib/dpkg/info /usr/include /usr/lib/git-core && echo removed
-        ls -d /var/lib/dpkg/info /usr/include /usr/lib/git-core 2>/dev/null | wc -l')" \
-        $'many\nremoved\n0'
-}
-
 # Locks between two containers and the host on one volume: a container holds a POSIX lock
 # (lockf) and a flock; a second container and the host are refused both; when the holder
 # ends, the second container gets them; then the second container waits (F_SETLKW) for a
@@ -471,7 +459,6 @@ real_docker_scenarios() {
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
     scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
     scenario "$d: locks between two containers and the host on a volume" "real_volume_locks drun"
-    scenario "$d: rm -rf of the image's /var/lib/dpkg/info, /usr/include, git-core" "real_rm_image_dirs drun"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"
     scenario "$d: nginx on 127.0.0.1 and [::1]" "real_nginx drun"

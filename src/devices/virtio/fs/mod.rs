@@ -30,10 +30,10 @@
 //! (`open_by_handle_at`) are never used: they resolve on the whole file system, ignoring the
 //! share's boundary, and overlayfs cannot decode them.
 //!
-//! **Blocking.** Requests are served on the event-loop thread (but for a lock the guest waits
-//! for: `lock_wait.rs`), and their host I/O blocks it for as long as the host file system
-//! takes. Acceptable for now: a slow share slows the
-//! other devices of the same VM, nothing more. A worker thread per queue would remove that.
+//! **Blocking.** Requests are served on the thread of the event loop the device is on (the VM
+//! gives the shared directory a loop of its own, `vmm-files`, apart from the network's and
+//! the agent's), one at a time, except a lock the guest waits for (`lock_wait.rs`); their host
+//! I/O blocks that thread for as long as the host file system takes.
 //!
 //! **Process-wide effects.** The server sets the process umask to 0 when it is created (the
 //! guest's modes must reach the host unchanged), and it switches the calling thread's effective

@@ -138,10 +138,11 @@ impl Drop for Mounted {
 }
 
 /// `rm -rf` of directories holding more entries than one directory listing reply, on a
-/// root file system that is an overlayfs mount, as docker's are: a directory of the image's
-/// layer (merged) and one the container made (in the upper layer, on tmpfs). On both an
-/// offset counts entries, so a listing that seeks back after deletions would skip entries and
-/// `rm` would fail with "Directory not empty".
+/// root file system that is an overlayfs mount whose layers are on tmpfs (as docker's are
+/// with its data root on tmpfs): a directory of the image's layer (merged) and one the
+/// container made (in the upper layer). On tmpfs before Linux 6.6 (L1's kernel) an offset
+/// counts entries, so a listing that seeks back after deletions skips entries and busybox's
+/// `rm` fails with "Directory not empty" (it did before `dir_stream.rs`).
 #[test]
 fn rm_rf_of_large_directories_on_an_overlay_root() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,9 +5,9 @@
 //! A guest lists a directory in several requests, each naming the offset the previous one
 //! stopped at, and a reply holds fewer entries than one `getdents64` returns. Seeking the
 //! host directory back to that offset is not safe while the guest deletes what it listed
-//! (`rm -rf`): on tmpfs and on overlayfs's merged directories an offset counts entries, so
-//! after deletions the same offset lands further on and entries are never listed (the guest
-//! then fails with "Directory not empty"). The stream seeks only when the guest asks for
+//! (`rm -rf`): on tmpfs before Linux 6.6 an offset counts entries, so after deletions the
+//! same offset lands further on and entries are never listed (the guest then fails with
+//! "Directory not empty"). The stream seeks only when the guest asks for
 //! another offset than where it stopped (a `rewinddir`, a `seekdir`).
 
 use std::fs::File;
@@ -94,8 +94,8 @@ mod tests {
         names
     }
 
-    /// Deleting what was listed between requests loses nothing, on tmpfs (`/dev/shm`) where
-    /// an offset counts entries, as on the ordinary file system of the tests.
+    /// Deleting what was listed between requests loses nothing, on tmpfs (`/dev/shm`; before
+    /// Linux 6.6 an offset there counts entries) as on the ordinary file system of the tests.
     #[test]
     fn deleting_listed_entries_between_requests_skips_none() {
         for base in [std::path::Path::new("/dev/shm"), &std::env::temp_dir()] {
