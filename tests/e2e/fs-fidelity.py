@@ -207,6 +207,47 @@ def sockets_fifos():
     return None if kinds == (0o140000, 0o010000) else f"kinds {kinds}"
 
 
+def symlink_attrs():
+    # What tar and dpkg do to the symlinks they extract: owner and times of the link itself.
+    if os.path.lexists("sl"):
+        os.unlink("sl")
+    os.symlink("no-such-target", "sl")
+    os.lchown("sl", 1234, 5678)
+    os.utime("sl", ns=(1_000_000_000, 2_000_000_000), follow_symlinks=False)
+    st = os.lstat("sl")
+    got = (st.st_uid, st.st_gid, st.st_mtime_ns, os.readlink("sl"))
+    want = (1234, 5678, 2_000_000_000, "no-such-target")
+    return None if got == want else f"lstat {got}"
+
+
+def tmpfile():
+    # O_TMPFILE: a file without a name, given one by linkat; where the file system cannot,
+    # EOPNOTSUPP (Python's tempfile then falls back), never another error.
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR):
+            return f"O_TMPFILE: {e}"
+        print(f"tmpfile: O_TMPFILE refused here ({e.strerror})", file=sys.stderr)
+    else:
+        os.write(fd, b"unnamed")
+        if os.path.lexists("named"):
+            os.unlink("named")
+        # linkat(AT_SYMLINK_FOLLOW) through /proc (Python's os.link calls link(2) here).
+        at_fdcwd, at_symlink_follow = -100, 0x400
+        if libc.linkat(at_fdcwd, f"/proc/self/fd/{fd}".encode(), at_fdcwd, b"named",
+                       at_symlink_follow) != 0:
+            return f"linkat: {os.strerror(ctypes.get_errno())}"
+        os.close(fd)
+        if read("named") != b"unnamed":
+            return "linked O_TMPFILE lost its data"
+    import tempfile
+    with tempfile.TemporaryFile(dir=".") as f:
+        f.write(b"temporary")
+        f.seek(0)
+        return None if f.read() == b"temporary" else "TemporaryFile lost its data"
+
+
 def inotify():
     class Event(ctypes.Structure):
         _fields_ = [("wd", ctypes.c_int), ("mask", ctypes.c_uint32),
@@ -302,7 +343,8 @@ for name, fn in [("hard_links", hard_links), ("rename_over_open", rename_over_op
                  ("sparse", sparse), ("fallocate", fallocate), ("o_direct", o_direct),
                  ("mmap_shared", mmap_shared), ("locks", locks), ("inotify", inotify),
                  ("many_entries", many_entries), ("delete_while_listing", delete_while_listing),
-                 ("sockets_fifos", sockets_fifos), ("user_xattrs", user_xattrs),
+                 ("sockets_fifos", sockets_fifos), ("symlink_attrs", symlink_attrs),
+                 ("tmpfile", tmpfile), ("user_xattrs", user_xattrs),
                  ("acl", acl), ("capability", capability), ("setuid", setuid),
                  ("ownership", ownership)]:
     check(name, fn)
