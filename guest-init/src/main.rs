@@ -10,6 +10,7 @@ mod console;
 mod container;
 mod fdpass;
 mod files;
+mod hostsock;
 mod mounts;
 mod net;
 mod netconf;
