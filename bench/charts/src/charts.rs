@@ -1,6 +1,6 @@
-//! The charts of a run: start latency, boot, memory (the density curve), file I/O and
-//! network, each a PNG beside the run's Markdown report. A chart whose samples are missing from the
-//! run is not drawn.
+//! The charts of a run: start latency, boot, memory (the density curve), file I/O, real
+//! file-system work (stat, make, git clone) and network, each a PNG beside the run's
+//! Markdown report. A chart whose samples are missing from the run is not drawn.
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +65,15 @@ pub fn draw_all(
         panel(&areas[0], "sequential write", "MiB/s", 0, &write)?;
         panel(&areas[1], "sequential read", "MiB/s", 0, &read)?;
         panel(&areas[2], "untar 10,000 files", "s", 1, &untar)?;
+        root.present().map_err(DrawError::from)?;
+    }
+    if let Some(panels) = work_bars(samples) {
+        let path = out("work");
+        let root = BitMapBackend::new(&path, (1200, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(DrawError::from)?;
+        for (area, (title, bars)) in root.split_evenly((1, 3)).iter().zip(&panels) {
+            panel(area, title, "s", 1, bars)?;
+        }
         root.present().map_err(DrawError::from)?;
     }
     if let Some([tcp, rr, run]) = net_bars(samples) {
@@ -407,6 +416,53 @@ fn fs_bars(samples: &[Sample]) -> Option<[Vec<Bar>; 3]> {
     (!out[0].is_empty()).then_some(out)
 }
 
+/// The work part's three figures, one panel each.
+const WORK: [&str; 3] = [
+    "stat 10,000 files",
+    "make -j2, 60 C files",
+    "git clone, 5,000 files",
+];
+
+/// stat, make and git clone in seconds, the median per runtime (a run has one sample each),
+/// one panel per figure, titled with runvm's ratio to runc when both ran.
+fn work_bars(samples: &[Sample]) -> Option<[(String, Vec<Bar>); 3]> {
+    let times = |rt: Runtime, figure: usize| -> Vec<f64> {
+        samples
+            .iter()
+            .filter_map(|s| match *s {
+                Sample::Work {
+                    runtime,
+                    stat_ms,
+                    make_ms,
+                    clone_ms,
+                } if runtime == rt => Some([stat_ms, make_ms, clone_ms][figure] / 1000.0),
+                _ => None,
+            })
+            .collect()
+    };
+    let panels = [0, 1, 2].map(|figure| {
+        let bars: Vec<Bar> = Runtime::ALL
+            .iter()
+            .filter_map(|&rt| {
+                summary(&times(rt, figure)).map(|s| Bar {
+                    label: rt.name().to_owned(),
+                    value: s.median,
+                    whisker: None,
+                    color: color(rt),
+                })
+            })
+            .collect();
+        let title = match (bars.first(), bars.get(1)) {
+            (Some(a), Some(b)) if b.value > 0.0 => {
+                format!("{}: {:.1}x runc", WORK[figure], a.value / b.value)
+            }
+            _ => WORK[figure].to_owned(),
+        };
+        (title, bars)
+    });
+    (!panels[0].1.is_empty()).then_some(panels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +507,38 @@ mod tests {
         let [w, r, u] = fs_bars(&samples).expect("bars");
         assert_eq!((w[0].value, r[0].value, u[0].value), (128.0, 512.0, 3.5));
         assert!(fs_bars(&[]).is_none());
+    }
+
+    #[test]
+    fn work_bars_show_seconds_and_the_ratio_to_runc() {
+        let work = |runtime, stat_ms, make_ms, clone_ms| Sample::Work {
+            runtime,
+            stat_ms,
+            make_ms,
+            clone_ms,
+        };
+        let samples = [
+            work(Runtime::Runc, 1000.0, 25_000.0, 0.0),
+            work(Runtime::Runvm, 3000.0, 50_000.0, 20_000.0),
+            work(Runtime::Runvm, 5000.0, 40_000.0, 30_000.0),
+            work(Runtime::Runvm, 4000.0, 60_000.0, 10_000.0),
+        ];
+        let [(stat, s), (make, m), (clone, c)] = work_bars(&samples).expect("bars");
+        // Medians, runvm first.
+        assert_eq!(stat, "stat 10,000 files: 4.0x runc");
+        assert_eq!(make, "make -j2, 60 C files: 2.0x runc");
+        // No ratio to a runc time of zero.
+        assert_eq!(clone, "git clone, 5,000 files");
+        assert_eq!((s[0].value, s[1].value), (4.0, 1.0));
+        assert_eq!((m[0].label.as_str(), m[1].value), ("runvm", 25.0));
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].value, 20.0);
+        let [(only, bars), ..] = work_bars(&samples[..1]).expect("runc alone");
+        assert_eq!(
+            (only.as_str(), bars[0].label.as_str()),
+            ("stat 10,000 files", "runc")
+        );
+        assert!(work_bars(&[]).is_none());
     }
 
     #[test]

@@ -113,6 +113,17 @@ pub enum Sample {
         /// Untar of the file tree.
         untar_ms: f64,
     },
+    /// Real file-system work in a Debian root file system, one container run.
+    Work {
+        /// The runtime.
+        runtime: Runtime,
+        /// `stat` of every file of the tree.
+        stat_ms: f64,
+        /// `make -j2` of the C project.
+        make_ms: f64,
+        /// `git clone` of the local repository.
+        clone_ms: f64,
+    },
     /// One iperf3 run between the host and a container on docker's bridge.
     NetTcp {
         /// The runtime.
