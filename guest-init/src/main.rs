@@ -10,7 +10,6 @@ mod console;
 mod container;
 mod fdpass;
 mod files;
-mod hostsock;
 mod mounts;
 mod net;
 mod netconf;

@@ -158,7 +158,7 @@ fn spec_file(req: &ExecSpec) -> Result<File, String> {
 /// Starts the process; returns its pid, or the one-line reason it could not start. On
 /// success a thread reports its end on `control`.
 pub fn start<W: Write + Send + 'static>(
-    mut req: ExecSpec,
+    req: ExecSpec,
     processes: &Processes,
     control: Arc<Mutex<W>>,
     oom: Option<Arc<crate::oom::Watch<W>>>,
@@ -181,9 +181,6 @@ pub fn start<W: Write + Send + 'static>(
     };
     if let (false, Some(r)) = (req.join, &req.resources) {
         cgroup::apply(r)?;
-    }
-    if !req.join {
-        crate::hostsock::relay_sockets(&mut req.mounts)?;
     }
     let spec = high(&spec_file(&req)?)?;
     let stdio = Stdio::connect(&req)?;

@@ -13,7 +13,7 @@ pub use crate::netspec::NetSpec;
 pub use crate::spec::{ExecSpec, Resources};
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.

@@ -131,18 +131,7 @@ pub struct MountSpec {
     /// File-system specific options (`mode=755,size=65536k`).
     #[serde(default)]
     pub data: String,
-    /// For the bind of a host Unix socket (`-v /var/run/docker.sock:...`): the host vsock
-    /// port the guest relays each connection to (from [`SOCKET_RELAY_BASE`]); 0 otherwise.
-    /// A socket in the share is only a name in the guest: connecting to it reaches no host
-    /// process, so guest-init binds a socket of its own there instead.
-    #[serde(default)]
-    pub relay_port: u32,
 }
-
-/// The first host vsock port of socket relays ([`MountSpec::relay_port`]).
-pub const SOCKET_RELAY_BASE: u32 = 1100;
-/// The most socket binds relayed per container.
-pub const MAX_SOCKET_RELAYS: u32 = 64;
 
 /// A device node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,17 +241,6 @@ impl ExecSpec {
             }
         };
         too_many("mounts", self.mounts.len(), limits::MOUNTS)?;
-        let relays = SOCKET_RELAY_BASE..SOCKET_RELAY_BASE + MAX_SOCKET_RELAYS;
-        if let Some(m) = self
-            .mounts
-            .iter()
-            .find(|m| m.relay_port != 0 && !relays.contains(&m.relay_port))
-        {
-            return Err(format!(
-                "mount {}: relay port {} out of range",
-                m.target, m.relay_port
-            ));
-        }
         too_many("devices", self.devices.len(), limits::DEVICES)?;
         if let Some(s) = &self.seccomp {
             too_many(

@@ -17,7 +17,6 @@ pub mod serve;
 pub mod shared_dir;
 pub mod signals;
 pub mod sizing;
-pub mod sockets;
 pub mod spec;
 pub mod state;
 pub mod tty;

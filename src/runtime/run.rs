@@ -24,7 +24,6 @@ use super::sandbox::Tracker;
 use super::serve;
 use super::shared_dir::{self, ShareError, SharedDir};
 use super::sizing::{self, SizingError};
-use super::sockets::{self, SocketError};
 use super::spec::{self, SpecError};
 use super::state::{ContainerState, StateError, Store};
 use super::tty::{Terminal, TtyTarget};
@@ -85,9 +84,6 @@ pub enum RunError {
     /// The container's network in the VM.
     #[error(transparent)]
     Network(#[from] GuestNetError),
-    /// A bind-mounted host socket.
-    #[error(transparent)]
-    Sockets(#[from] SocketError),
     /// The terminal the spec asks for.
     #[error("{0}")]
     Tty(String),
@@ -356,7 +352,6 @@ fn in_vm(
         &binds,
         STDIO_PORTS,
     )?;
-    let socket_relays = sockets::plan(&mut exec.mounts, &spec::host_binds(bundle))?;
     // Prepared at create, released at start.
     exec.hold = true;
     // The console socket gets its master now, during create, as runc sends it.
@@ -397,7 +392,6 @@ fn in_vm(
     }));
     let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
-    sockets::serve(vm.vsock(), socket_relays)?;
     let ports = &STDIO_PORTS[..relay::stream_count(exec.terminal)];
     let listeners = relay::listen_stdio(vm.vsock(), ports)
         .map_err(io_err("cannot listen for the process's stdio"))?;

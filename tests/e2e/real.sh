@@ -145,44 +145,6 @@ real_fs_fidelity() {
     done
 }
 
-# A host Unix socket bind-mounted into the container (as docker.sock is): a client in the
-# container talks to the server on the host (100 kB each way), and a user the socket's mode
-# keeps out (0600, root's; docker gives `--user 1234` group 0) is refused, as on the host.
-real_socket_bind() {
-    local run=$1 dir=$W/sock-$RUNTIME server i out
-    rm -rf "$dir" && mkdir -p "$dir"
-    python3 -c 'import os, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.bind(sys.argv[1])
-os.chmod(sys.argv[1], 0o600)
-s.listen(4)
-c, _ = s.accept()
-data = b""
-while not data.endswith(b"\n"):
-    chunk = c.recv(65536)
-    if not chunk:
-        break
-    data += chunk
-c.sendall(b"echo " + data)
-c.close()' "$dir/echo.sock" &
-    server=$!
-    for i in $(seq 100); do [ -S "$dir/echo.sock" ] && break; sleep 0.1; done
-    local client='import socket, sys
-s = socket.socket(socket.AF_UNIX)
-try:
-    s.connect("/run/echo.sock")
-except PermissionError:
-    sys.exit(print("refused"))
-s.sendall(b"x" * 100000 + b"\n")
-print(len(s.makefile("rb").read()))'
-    out=$("$run" --rm --user 1234 -v "$dir/echo.sock:/run/echo.sock" "$REAL_IMAGE" python3 -c "$client")
-    expect "$out" "refused" || { kill "$server" 2>/dev/null; return 1; }
-    out=$("$run" --rm -v "$dir/echo.sock:/run/echo.sock" "$REAL_IMAGE" python3 -c "$client")
-    kill "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    expect "$out" "100006"
-}
-
 # Locks between two containers and the host on one volume: a container holds a POSIX lock
 # (lockf) and a flock; a second container and the host are refused both; when the holder
 # ends, the second container gets them; then the second container waits (F_SETLKW) for a
@@ -497,7 +459,6 @@ real_docker_scenarios() {
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
     scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
     scenario "$d: locks between two containers and the host on a volume" "real_volume_locks drun"
-    scenario "$d: a host Unix socket bind-mounted in" "real_socket_bind drun"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"
     scenario "$d: nginx on 127.0.0.1 and [::1]" "real_nginx drun"

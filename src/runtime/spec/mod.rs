@@ -182,7 +182,6 @@ fn guest_mounts(spec: &Spec, binds: &[String]) -> Result<Vec<MountSpec>, SpecErr
             flags: parsed.flags,
             propagation: parsed.propagation,
             data: parsed.data,
-            relay_port: 0,
         });
     }
     Ok(out)
