@@ -73,12 +73,16 @@ pub struct Hello {
     pub online_cpus: u32,
 }
 
+/// Called before each signal is sent into the guest (from the sending thread).
+pub type SignalHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Sends signals and window sizes to one of the guest's processes (the guest does not
 /// answer them).
 #[derive(Clone)]
 pub struct Signaller {
     writer: Arc<Mutex<UnixStream>>,
     process: u32,
+    hook: Option<SignalHook>,
 }
 
 impl Signaller {
@@ -102,6 +106,9 @@ impl Signaller {
     }
 
     fn send(&self, signal: i32, all: bool) -> std::io::Result<()> {
+        if let Some(hook) = &self.hook {
+            hook();
+        }
         self.write(&HostMessage::Signal {
             process: self.process,
             signal,
@@ -123,6 +130,8 @@ pub struct Agent {
     answers: Mutex<Receiver<GuestMessage>>,
     exits: Arc<Exits>,
     hello: Hello,
+    /// Run before every signal sent ([`Agent::on_signal`]).
+    signal_hook: Mutex<Option<SignalHook>>,
 }
 
 /// The most characters of guest-supplied text a message carries.
@@ -252,6 +261,7 @@ impl Agent {
             answers: Mutex::new(answers),
             exits,
             hello,
+            signal_hook: Mutex::new(None),
         })
     }
 
@@ -343,7 +353,18 @@ impl Agent {
         Signaller {
             writer: self.writer.clone(),
             process,
+            hook: self
+                .signal_hook
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Runs `hook` before every signal the signallers made from now on send (the sandbox
+    /// ends the guest's lock waits then: a signalled process must not stay stuck in one).
+    pub fn on_signal(&self, hook: SignalHook) {
+        *self.signal_hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     /// Sends a request whose success is [`GuestMessage::Done`].

@@ -390,6 +390,10 @@ fn in_vm(
             eprintln!("runvm: warning: an OOM kill in the guest is not shown on the host: {e}");
         }
     }));
+    // A signalled process must not stay in a lock wait the guest kernel cannot interrupt.
+    if let Some(canceller) = vm.fs_lock_canceller() {
+        agent.on_signal(Arc::new(move || canceller.cancel()));
+    }
     let t = GUEST_PATIENCE;
     agent.mount_share(SHARE_TAG, GUEST_SHARE, t)?;
     let ports = &STDIO_PORTS[..relay::stream_count(exec.terminal)];

@@ -47,6 +47,11 @@ impl EventLoop {
         })
     }
 
+    /// Tells the loop to stop, without waiting for it.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Stops the loop and waits for it; returns its error, if it failed.
     pub fn stop(&mut self) -> Result<(), String> {
         self.stop.store(true, Ordering::SeqCst);

@@ -25,7 +25,7 @@ use super::pause::{Gate, PauseError};
 use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
-use crate::devices::virtio::fs::{FsStats, ShareConfig, VirtioFs};
+use crate::devices::virtio::fs::{FsStats, LockCanceller, ShareConfig, VirtioFs};
 use crate::devices::virtio::mmio::{
     INTERRUPT_ACK_OFFSET, MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET,
 };
@@ -158,6 +158,8 @@ pub struct MicroVm {
     nics: Vec<NetHandle>,
     /// The shared directory's request counters, when there is one.
     fs_stats: Option<Arc<FsStats>>,
+    /// Ends the shared directory's lock waits, when there is one.
+    fs_locks: Option<LockCanceller>,
     bus: Arc<Bus>,
     console: ConsoleTail,
     first_entry: FirstEntry,
@@ -323,6 +325,7 @@ impl MicroVm {
             Lane::Devices,
         )?;
         let mut fs_stats = None;
+        let mut fs_locks = None;
         if let Some(dir) = &config.shared_dir {
             let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config).map_err(|e| {
                 VmError::Device {
@@ -331,6 +334,7 @@ impl MicroVm {
                 }
             })?;
             fs_stats = Some(fs.stats());
+            fs_locks = Some(fs.lock_canceller());
             virtio.attach(
                 &vm,
                 &mem,
@@ -403,6 +407,7 @@ impl MicroVm {
             vsock,
             nics,
             fs_stats,
+            fs_locks,
             bus: bus.clone(),
             console,
             first_entry: first_entry.clone(),
@@ -436,6 +441,11 @@ impl MicroVm {
     /// a shared directory).
     pub fn fs_stats(&self) -> Option<&FsStats> {
         self.fs_stats.as_deref()
+    }
+
+    /// A handle that answers the guest's lock waits on the shared directory `EINTR`.
+    pub fn fs_lock_canceller(&self) -> Option<LockCanceller> {
+        self.fs_locks.clone()
     }
 
     /// The host side of the guest's vsock.
@@ -488,10 +498,13 @@ impl MicroVm {
             // soon after, which ends it.
             let _ = t.stop_and_join(Duration::from_secs(1));
         }
-        let _ = self.event_loop.stop();
+        // Both told first, then both waited for.
+        self.event_loop.request_stop();
         if let Some(files) = self.file_loop.as_mut() {
+            files.request_stop();
             let _ = files.stop();
         }
+        let _ = self.event_loop.stop();
     }
 }
 

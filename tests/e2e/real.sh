@@ -147,8 +147,9 @@ real_fs_fidelity() {
 
 # Locks between two containers and the host on one volume: a container holds a POSIX lock
 # (lockf) and a flock; a second container and the host are refused both; when the holder
-# ends, the second container gets them; then the second container waits (F_SETLKW) for a
-# lock the host holds, and gets it once the host lets go.
+# ends, the second container gets them; a container waiting (F_SETLKW) for the held lock
+# is killed at once; then a container waits for a lock the host holds, and gets it once the
+# host lets go.
 real_volume_locks() {
     local run=$1 dir=$W/locks-$RUNTIME holder=$RUNTIME-lock-holder i out host
     rm -rf "$dir" && mkdir -p "$dir"
@@ -175,6 +176,17 @@ time.sleep(120)' >/dev/null
     [ -e "$dir/ready" ] || { docker logs "$holder"; docker rm -f "$holder" >/dev/null; return 1; }
     expect "$("$run" --rm -v "$dir:/vol" "$REAL_IMAGE" python3 -c "$try" /vol)" "posix busy flock busy"
     expect "$(python3 -c "$try" "$dir")" "posix busy flock busy"
+    # A container waiting (F_SETLKW) for the held lock is killed at once, as under runc.
+    local waiter=$RUNTIME-lock-waiter
+    docker rm -f "$waiter" >/dev/null 2>&1 || true
+    "$run" -d --name "$waiter" -v "$dir:/vol" "$REAL_IMAGE" python3 -c 'import fcntl
+f = open("/vol/posix", "a"); open("/vol/waiting-killed", "w").close()
+fcntl.lockf(f, fcntl.LOCK_EX)' >/dev/null
+    for i in $(seq 120); do [ -e "$dir/waiting-killed" ] && break; sleep 0.5; done
+    sleep 2
+    timeout 60 docker kill "$waiter" >/dev/null
+    expect "$(timeout 60 docker wait "$waiter")" "137"
+    docker rm -f "$waiter" >/dev/null
     docker rm -f "$holder" >/dev/null
     expect "$("$run" --rm -v "$dir:/vol" "$REAL_IMAGE" python3 -c "$try" /vol)" "posix free flock free"
     # The host holds the POSIX lock until 2 s after the container started waiting for it.

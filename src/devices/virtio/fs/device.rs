@@ -9,7 +9,7 @@ use fuse_backend_rs::api::server::Server;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::lock_wait::LockWaits;
+use super::lock_wait::{LockCanceller, LockWaits};
 use super::request::{FsServer, handle_chain};
 use super::server::{ShareConfig, ShareFs};
 use super::stats::FsStats;
@@ -220,6 +220,11 @@ impl VirtioFs {
     /// The SETLKW requests waiting now.
     pub fn lock_waits(&self) -> usize {
         self.lock_waits.len()
+    }
+
+    /// A handle that answers every SETLKW wait `EINTR` from another thread.
+    pub fn lock_canceller(&self) -> LockCanceller {
+        self.lock_waits.canceller()
     }
 
     /// Answers the SETLKW requests whose waits ended, then interrupts the guest if it wants

@@ -7,14 +7,18 @@
 //! buffers are: the reply is only a `fuse_out_header`. Those buffers are checked against guest
 //! memory when the reply is written, as any other reply's are.
 //!
-//! At most [`MAX_WAITS`] waits at a time; beyond, the guest gets `ENOLCK`. The guest kernel
-//! cannot cancel a wait over virtio-fs (it sends no FUSE_INTERRUPT there): like a host
-//! process in `fcntl(F_SETLKW)`, the waiting guest process only ends by a fatal signal, and
-//! then its close (FLUSH) drops its owner's description, so a lock granted after that is given
-//! back at once.
+//! At most [`MAX_WAITS`] wait threads alive at a time, across resets; beyond, the guest gets
+//! `ENOLCK`. The guest kernel cannot cancel a wait over virtio-fs (it sends no
+//! FUSE_INTERRUPT there, and a request already sent is waited for uninterruptibly): the
+//! waiting guest process would stay in its `fcntl` until the lock is granted, even when
+//! killed. So the sandbox answers every wait `EINTR` before each signal it sends into the
+//! guest ([`LockCanceller`]); a wait granted after that gives its range back.
+//! An owner that goes meanwhile (a FLUSH, a new session) has its locks released and a lock
+//! granted later given back at once (`server/locks.rs`).
 
 use std::collections::HashMap;
 use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fuse_backend_rs::abi::fuse_abi::OutHeader;
@@ -89,8 +93,31 @@ pub(super) struct LockWaits {
     event: Arc<EventFd>,
     /// Ended waits: the wait's number and its errno (0: granted).
     ended: Arc<Mutex<Vec<(u64, i32)>>>,
-    waiting: HashMap<u64, WaitingChain>,
+    /// The waiting chains, with the flag that abandons their wait.
+    waiting: HashMap<u64, (WaitingChain, Arc<AtomicBool>)>,
     next: u64,
+    /// Wait threads alive, across resets (a reset forgets their chains, not the threads).
+    live: Arc<AtomicUsize>,
+    /// Set by a [`LockCanceller`]: every wait is answered `EINTR` at the next event.
+    cancel: Arc<AtomicBool>,
+}
+
+/// Ends the guest's lock waits from another thread: each waiting request is answered
+/// `EINTR`, as a signal interrupts `F_SETLKW` on a host. The sandbox does it before each
+/// signal it sends into the guest, since the guest kernel cannot interrupt a sent request
+/// and a killed process would otherwise stay in its wait.
+#[derive(Debug, Clone)]
+pub struct LockCanceller {
+    cancel: Arc<AtomicBool>,
+    event: Arc<EventFd>,
+}
+
+impl LockCanceller {
+    /// Answers every lock wait now under way with `EINTR` (done on the device's loop).
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _ = self.event.write(1);
+    }
 }
 
 impl LockWaits {
@@ -100,6 +127,8 @@ impl LockWaits {
             ended: Arc::default(),
             waiting: HashMap::new(),
             next: 0,
+            live: Arc::default(),
+            cancel: Arc::default(),
         })
     }
 
@@ -115,9 +144,12 @@ impl LockWaits {
         lock: BlockedLock,
         chain: WaitingChain,
     ) -> Result<(), (i32, WaitingChain)> {
-        if self.waiting.len() >= MAX_WAITS {
+        if self.live.fetch_add(1, Ordering::SeqCst) >= MAX_WAITS {
+            self.live.fetch_sub(1, Ordering::SeqCst);
             return Err((libc::ENOLCK, chain));
         }
+        let live = Arc::clone(&self.live);
+        let abandon = lock.abandon_flag();
         let id = self.next;
         self.next = self.next.wrapping_add(1);
         let (event, ended) = (Arc::clone(&self.event), Arc::clone(&self.ended));
@@ -128,6 +160,7 @@ impl LockWaits {
                     Ok(()) => 0,
                     Err(err) => err.raw_os_error().unwrap_or(libc::EIO),
                 };
+                live.fetch_sub(1, Ordering::SeqCst);
                 ended
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -136,27 +169,48 @@ impl LockWaits {
             });
         match spawned {
             Ok(_) => {
-                self.waiting.insert(id, chain);
+                self.waiting.insert(id, (chain, abandon));
                 Ok(())
             }
-            Err(_) => Err((libc::ENOLCK, chain)),
+            Err(_) => {
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                Err((libc::ENOLCK, chain))
+            }
         }
     }
 
-    /// The waits that ended since last asked, with their chains and errno.
+    /// The waits that ended since last asked, with their chains and errno; every wait when
+    /// a [`LockCanceller`] asked (`EINTR`; their threads' ends are then ignored).
     pub(super) fn take_ended(&mut self) -> Vec<(WaitingChain, i32)> {
         let _ = self.event.read();
         let ended = std::mem::take(&mut *self.ended.lock().unwrap_or_else(PoisonError::into_inner));
-        ended
+        let mut out: Vec<(WaitingChain, i32)> = ended
             .into_iter()
-            .filter_map(|(id, errno)| self.waiting.remove(&id).map(|chain| (chain, errno)))
-            .collect()
+            .filter_map(|(id, errno)| self.waiting.remove(&id).map(|(chain, _)| (chain, errno)))
+            .collect();
+        if self.cancel.swap(false, Ordering::SeqCst) {
+            for (_, (chain, abandon)) in self.waiting.drain() {
+                abandon.store(true, Ordering::SeqCst);
+                out.push((chain, libc::EINTR));
+            }
+        }
+        out
+    }
+
+    /// A handle that cancels the waits from another thread.
+    pub(super) fn canceller(&self) -> LockCanceller {
+        LockCanceller {
+            cancel: Arc::clone(&self.cancel),
+            event: Arc::clone(&self.event),
+        }
     }
 
     /// Forgets every wait (a reset: the chains belong to the old queues). Their threads end
     /// when their locks are granted, and give them back.
     pub(super) fn forget(&mut self) {
-        self.waiting.clear();
+        for (_, (_, abandon)) in self.waiting.drain() {
+            abandon.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The number of waits under way.

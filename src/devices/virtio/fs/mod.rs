@@ -58,6 +58,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::VirtioFs;
+pub use lock_wait::LockCanceller;
 pub use server::{DataCache, FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
 pub use stats::{FsStats, OpcodeStats};
 

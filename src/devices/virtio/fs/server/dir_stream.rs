@@ -15,8 +15,8 @@ use std::io;
 
 use super::sys::{self, RawDirent};
 
-/// The most bytes of host directory entries read at once.
-pub(super) const MAX_READ: usize = 128 * 1024;
+/// The most bytes of host directory entries read at once (and kept per open directory).
+pub(super) const MAX_READ: usize = 32 * 1024;
 
 /// One open directory's read position.
 #[derive(Debug, Default)]
@@ -24,20 +24,25 @@ pub(super) struct DirStream {
     /// Entries read from the host; `buf[pos..]` not yet given to the guest.
     buf: Vec<u8>,
     pos: usize,
-    /// The offset the guest continues from once it has what was given: the host directory's
+    /// The offset after the last entry read past (given or skipped): the host directory's
     /// own offset is at the end of `buf`.
     offset: u64,
+    /// The offset after the last entry given to the guest, where its next request starts
+    /// (entries skipped since, `.`, `..` or gone, are never given: continuing past them is
+    /// right).
+    given: u64,
 }
 
 impl DirStream {
     /// Makes `offset` the next entry: nothing to do when the guest continues where the last
     /// request stopped; otherwise the host directory `dir` seeks there.
     pub(super) fn seek(&mut self, dir: &File, offset: u64) -> io::Result<()> {
-        if offset != self.offset {
+        if offset != self.offset && offset != self.given {
             sys::lseek(dir, offset, libc::SEEK_SET as u32)?;
             self.buf = Vec::new();
             self.pos = 0;
             self.offset = offset;
+            self.given = offset;
         }
         Ok(())
     }
@@ -49,17 +54,22 @@ impl DirStream {
             let mut buf = vec![0u8; chunk.clamp(1024, MAX_READ)];
             let len = sys::getdents(dir, &mut buf)?;
             buf.truncate(len);
+            buf.shrink_to_fit();
             self.buf = buf;
             self.pos = 0;
         }
         Ok(sys::parse_dirent(self.rest()).map(|(entry, _)| entry))
     }
 
-    /// Gives the entry [`DirStream::peek`] returned to the guest: the next request continues
-    /// after it.
-    pub(super) fn advance(&mut self) {
-        if let Some((entry, len)) = sys::parse_dirent(self.rest()) {
-            self.offset = entry.next_offset;
+    /// Moves past the entry [`DirStream::peek`] returned, which the guest was `given` or
+    /// which was skipped: the next request continues after it.
+    pub(super) fn advance(&mut self, given: bool) {
+        let parsed = sys::parse_dirent(self.rest()).map(|(entry, len)| (entry.next_offset, len));
+        if let Some((next_offset, len)) = parsed {
+            self.offset = next_offset;
+            if given {
+                self.given = next_offset;
+            }
             self.pos += len;
             if self.rest().is_empty() {
                 self.buf = Vec::new();
@@ -86,8 +96,9 @@ mod tests {
                 break;
             };
             let name = String::from_utf8_lossy(entry.name).into_owned();
-            stream.advance();
-            if name != "." && name != ".." {
+            let given = name != "." && name != "..";
+            stream.advance(given);
+            if given {
                 names.push(name);
             }
         }
@@ -107,7 +118,7 @@ mod tests {
             let mut stream = DirStream::default();
             let mut seen = Vec::new();
             loop {
-                let offset = stream.offset;
+                let offset = stream.given;
                 let names = take(&mut stream, &dir, offset, 7);
                 if names.is_empty() {
                     break;
@@ -132,7 +143,7 @@ mod tests {
         let mut stream = DirStream::default();
         let mut first = take(&mut stream, &dir, 0, 100);
         assert_eq!(first.len(), 5);
-        let end = stream.offset;
+        let end = stream.given;
         assert!(take(&mut stream, &dir, end, 100).is_empty());
         let mut again = take(&mut stream, &dir, 0, 100);
         first.sort();

@@ -141,6 +141,11 @@ impl HandleTable {
         Arc::clone(&self.lock_files)
     }
 
+    /// Whether some handle of `inode` is open.
+    pub(super) fn has_inode(&self, inode: u64) -> bool {
+        self.handles.values().any(|h| h.inode == inode)
+    }
+
     /// Closes every handle.
     pub(super) fn clear(&mut self) {
         self.handles.clear();

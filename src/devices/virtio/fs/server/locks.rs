@@ -14,6 +14,12 @@
 //! Waiting for a lock (SETLKW) must not stop the device: [`ShareFs::try_lock`] takes the
 //! lock now or returns a [`BlockedLock`] that the device waits on in a thread of its own.
 //!
+//! An owner's description is opened with the access mode of the guest's handle (a write open
+//! of an image file would copy it up), and closes, releasing its locks, at the FLUSH of a
+//! close by that owner (POSIX), at the RELEASE of its file (flock), and when the inode's last
+//! guest handle is released (which covers `F_OFD_SETLK` locks, owned by a guest file the
+//! FLUSH does not name). A question (GETLK) keeps nothing open.
+//!
 //! Bounds: at most [`MAX_LOCK_FILES`] owners' descriptions at a time, counted against the
 //! open handles' budget (beyond either, `ENOLCK`).
 //! A conflicting lock's holder is reported with pid 0: the host cannot say which guest
@@ -63,23 +69,62 @@ impl Drop for LockFile {
     }
 }
 
+impl LockFile {
+    /// Gives back every lock on the description: its owner is gone. A wait still holding
+    /// the description must not keep them until it ends.
+    fn release_all(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        let _ = Wanted::Posix {
+            kind: libc::F_UNLCK as i16,
+            start: 0,
+            len: 0,
+        }
+        .apply(&self.file, false);
+        let _ = Wanted::Flock(libc::LOCK_UN).apply(&self.file, false);
+    }
+}
+
 /// The owners' descriptions, by owner and inode.
 #[derive(Debug, Default)]
 pub(super) struct LockTable {
     files: HashMap<LockKey, Arc<LockFile>>,
 }
 
+impl Drop for LockTable {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 impl LockTable {
-    /// Forgets every owner (a new session).
+    /// Forgets every owner, releasing their locks (a new session).
     pub(super) fn clear(&mut self) {
         for (_, file) in self.files.drain() {
-            file.dropped.store(true, Ordering::SeqCst);
+            file.release_all();
         }
     }
 
     fn remove(&mut self, key: LockKey) {
         if let Some(file) = self.files.remove(&key) {
-            file.dropped.store(true, Ordering::SeqCst);
+            file.release_all();
+        }
+    }
+
+    /// Whether some owner has a description of `inode`.
+    pub(super) fn has_inode(&self, inode: u64) -> bool {
+        self.files.keys().any(|k| k.inode == inode)
+    }
+
+    /// Forgets every owner of `inode`, releasing their locks.
+    pub(super) fn remove_inode(&mut self, inode: u64) {
+        let keys: Vec<LockKey> = self
+            .files
+            .keys()
+            .filter(|k| k.inode == inode)
+            .copied()
+            .collect();
+        for key in keys {
+            self.remove(key);
         }
     }
 
@@ -131,6 +176,18 @@ impl Wanted {
         })
     }
 
+    /// The same range, released.
+    fn unlocking(self) -> Wanted {
+        match self {
+            Wanted::Posix { start, len, .. } => Wanted::Posix {
+                kind: libc::F_UNLCK as i16,
+                start,
+                len,
+            },
+            Wanted::Flock(_) => Wanted::Flock(libc::LOCK_UN),
+        }
+    }
+
     fn is_unlock(self) -> bool {
         matches!(self, Wanted::Posix { kind, .. } if i32::from(kind) == libc::F_UNLCK)
             || matches!(self, Wanted::Flock(libc::LOCK_UN))
@@ -163,6 +220,22 @@ impl Wanted {
     }
 }
 
+/// The file of `open` opened again, with its access mode: a write lock needs a writable
+/// description, and the guest only takes one through a writable handle. Never more than
+/// the guest's mode: a write open of a file of the image's layers would copy it up.
+fn reopen_like(proc_self_fd: &std::os::fd::OwnedFd, open: &File) -> io::Result<File> {
+    // SAFETY: F_GETFL on a descriptor we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(open.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    super::sys::reopen(
+        proc_self_fd,
+        open,
+        (flags & libc::O_ACCMODE) | libc::O_NOCTTY,
+    )
+}
+
 /// A `struct flock` for an open file description lock (pid 0, from the file's start).
 fn posix_lock(kind: i16, start: i64, len: i64) -> libc::flock {
     // SAFETY: `flock` is plain data; all zeroes is a valid value.
@@ -180,17 +253,37 @@ fn posix_lock(kind: i16, start: i64, len: i64) -> libc::flock {
 pub struct BlockedLock {
     file: Arc<LockFile>,
     wanted: Wanted,
+    /// Set when the guest was answered before the wait ended ([`BlockedLock::abandon`]).
+    abandoned: Arc<AtomicBool>,
 }
 
 impl BlockedLock {
     /// Waits until the lock is granted (or the wait fails). Should the owner have gone in
-    /// the meantime, what was granted is given back at once: the owner's description
-    /// closes with the last reference to it.
+    /// the meantime (FLUSH, RELEASE, a new session), the wait ends in `EINTR` and what was
+    /// granted is given back at once.
     pub fn wait(self) -> io::Result<()> {
         if self.file.dropped.load(Ordering::SeqCst) {
             return Err(errno(libc::EINTR));
         }
-        self.wanted.apply(&self.file.file, true)
+        self.wanted.apply(&self.file.file, true)?;
+        // The owner went while waiting: what was granted goes back at once, and the guest
+        // is not told it holds a lock it does not.
+        if self.file.dropped.load(Ordering::SeqCst) {
+            self.file.release_all();
+            return Err(errno(libc::EINTR));
+        }
+        // The guest was told EINTR meanwhile: the range asked for goes back.
+        if self.abandoned.load(Ordering::SeqCst) {
+            let _ = self.wanted.unlocking().apply(&self.file.file, false);
+            return Err(errno(libc::EINTR));
+        }
+        Ok(())
+    }
+
+    /// A flag that, once set, makes a wait that is granted give the range back (the guest
+    /// was answered `EINTR` before it ended).
+    pub fn abandon_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.abandoned)
     }
 }
 
@@ -218,23 +311,7 @@ impl ShareFs {
             }
             (handle, handles.lock_files())
         };
-        let file = {
-            let open = handle.file();
-            // Read and write where the host lets the server (a write lock needs a writable
-            // description); else as the guest opened it, which is what the guest checked.
-            match super::sys::reopen(&self.proc_self_fd, &*open, libc::O_RDWR | libc::O_NOCTTY) {
-                Ok(file) => file,
-                Err(_) => {
-                    // SAFETY: F_GETFL on a descriptor we own; no memory is passed.
-                    let flags = unsafe { libc::fcntl(open.as_raw_fd(), libc::F_GETFL) };
-                    if flags < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    let access = flags & libc::O_ACCMODE;
-                    super::sys::reopen(&self.proc_self_fd, &*open, access | libc::O_NOCTTY)?
-                }
-            }
-        };
+        let file = reopen_like(&self.proc_self_fd, &handle.file())?;
         counted.fetch_add(1, Ordering::SeqCst);
         let file = Arc::new(LockFile {
             file,
@@ -256,6 +333,9 @@ impl ShareFs {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<FileLock> {
+        if !self.config.host_locks {
+            return Err(errno(libc::ENOSYS));
+        }
         let Wanted::Posix { kind, start, len } = Wanted::from_guest(&lock, flags)? else {
             return Err(errno(libc::EINVAL));
         };
@@ -264,10 +344,21 @@ impl ShareFs {
             owner,
             flock: false,
         };
-        let file = self.lock_file(key, fh)?;
+        // Through the owner's description if it has one (its own locks never conflict),
+        // else a passing one: a question keeps nothing open.
+        let handle = self.handles().get(fh, inode)?;
+        let owned = self.locks().files.get(&key).cloned();
+        let passing;
+        let probe_file = match &owned {
+            Some(file) => &file.file,
+            None => {
+                passing = reopen_like(&self.proc_self_fd, &handle.file())?;
+                &passing
+            }
+        };
         let mut probe = posix_lock(kind, start, len);
         // SAFETY: `probe` is a valid `struct flock` the kernel fills in.
-        if unsafe { libc::fcntl(file.file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) } < 0 {
+        if unsafe { libc::fcntl(probe_file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) } < 0 {
             return Err(io::Error::last_os_error());
         }
         if i32::from(probe.l_type) == libc::F_UNLCK {
@@ -299,6 +390,9 @@ impl ShareFs {
         flags: u32,
     ) -> LockAttempt {
         let attempt = || -> io::Result<Option<BlockedLock>> {
+            if !self.config.host_locks {
+                return Err(errno(libc::ENOSYS));
+            }
             let wanted = Wanted::from_guest(&lock, flags)?;
             let key = LockKey {
                 inode,
@@ -317,7 +411,11 @@ impl ShareFs {
                     if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::EACCES))
                         && !wanted.is_unlock() =>
                 {
-                    Ok(Some(BlockedLock { file, wanted }))
+                    Ok(Some(BlockedLock {
+                        file,
+                        wanted,
+                        abandoned: Arc::default(),
+                    }))
                 }
                 Err(err) => Err(err),
             }
@@ -496,6 +594,114 @@ mod tests {
         };
         fs.drop_posix_owner(ino, A);
         assert_eq!(errno_of(blocked.wait()), Some(libc::EINTR));
+    }
+
+    #[test]
+    fn an_owner_that_goes_releases_its_locks_even_while_one_of_its_waits_runs() {
+        let (dir, fs, ino, fh1, fh2) = share(16);
+        fs.do_setlk(ino, fh1, A, posix(libc::F_WRLCK, 0, 9), 0)
+            .unwrap();
+        fs.do_setlk(ino, fh2, B, posix(libc::F_WRLCK, 20, 29), 0)
+            .unwrap();
+        // A waits for B's range on a thread, holding its description.
+        let LockAttempt::Blocked(blocked) =
+            fs.try_lock(ino, fh1, A, posix(libc::F_WRLCK, 20, 29), 0)
+        else {
+            panic!("A should wait");
+        };
+        let waiter = std::thread::spawn(move || blocked.wait());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // A closes (FLUSH): its bytes 0-9 are free for the host at once.
+        fs.flush(&Context::new(), ino, fh1, A).unwrap();
+        let host = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("file"))
+            .unwrap();
+        let host_lock = |start: i64| {
+            let mut lock = posix_lock(libc::F_WRLCK as i16, start, 10);
+            // SAFETY: a valid `struct flock`, only read.
+            unsafe { libc::fcntl(host.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) }
+        };
+        assert_eq!(host_lock(0), 0);
+        // B lets go: A's wait is granted, but A is gone: EINTR, and nothing kept.
+        fs.do_setlk(ino, fh2, B, posix(libc::F_UNLCK, 20, 29), 0)
+            .unwrap();
+        assert_eq!(errno_of(waiter.join().unwrap()), Some(libc::EINTR));
+        assert_eq!(host_lock(20), 0);
+    }
+
+    #[test]
+    fn the_inodes_last_release_ends_every_owner_and_questions_keep_nothing() {
+        let (_dir, fs, ino, fh1, fh2) = share(16);
+        let held = fs
+            .do_getlk(ino, fh1, A, posix(libc::F_WRLCK, 0, OFFSET_MAX), 0)
+            .unwrap();
+        assert_eq!(held.lock_type, libc::F_UNLCK as u32);
+        assert_eq!(fs.locks().len(), 0);
+        // An owner the FLUSH never names (a guest F_OFD_SETLK: owned by its file).
+        fs.do_setlk(ino, fh1, A, posix(libc::F_WRLCK, 0, 0), 0)
+            .unwrap();
+        let ctx = Context::new();
+        fs.release(&ctx, ino, 0, fh1, false, false, None).unwrap();
+        assert_eq!(fs.locks().len(), 1, "another handle of the inode is open");
+        fs.release(&ctx, ino, 0, fh2, false, false, None).unwrap();
+        assert_eq!(fs.locks().len(), 0);
+    }
+
+    #[test]
+    fn with_locks_in_the_guest_lock_requests_are_enosys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let config = ShareConfig {
+            host_locks: false,
+            ..ShareConfig::default()
+        };
+        let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+        let ctx = Context::new();
+        let ino = fs.lookup(&ctx, 1, c"file").unwrap().inode;
+        let fh = fs
+            .open(&ctx, ino, libc::O_RDWR as u32, 0)
+            .unwrap()
+            .0
+            .unwrap();
+        let lock = posix(libc::F_WRLCK, 0, 0);
+        assert_eq!(
+            errno_of(fs.do_setlk(ino, fh, A, lock, 0)),
+            Some(libc::ENOSYS)
+        );
+        assert!(matches!(
+            fs.try_lock(ino, fh, A, lock, 0),
+            LockAttempt::Done(Err(e)) if e.raw_os_error() == Some(libc::ENOSYS)
+        ));
+        assert_eq!(
+            fs.do_getlk(ino, fh, A, lock, 0)
+                .err()
+                .and_then(|e| e.raw_os_error()),
+            Some(libc::ENOSYS)
+        );
+    }
+
+    #[test]
+    fn a_read_only_handle_takes_read_locks_through_a_read_only_description() {
+        let (_dir, fs, ino, _, _) = share(16);
+        let ctx = Context::new();
+        let ro = fs
+            .open(&ctx, ino, libc::O_RDONLY as u32, 0)
+            .unwrap()
+            .0
+            .unwrap();
+        fs.do_setlk(ino, ro, A, posix(libc::F_RDLCK, 0, 0), 0)
+            .unwrap();
+        let key = LockKey {
+            inode: ino,
+            owner: A,
+            flock: false,
+        };
+        let file = fs.locks().files.get(&key).cloned().unwrap();
+        // SAFETY: F_GETFL on a descriptor the test holds through `file`.
+        let flags = unsafe { libc::fcntl(file.file.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
     }
 
     #[test]

@@ -43,8 +43,10 @@ impl ShareFs {
                 if add_entry(entry)? == 0 {
                     break;
                 }
+                stream.advance(true);
+                continue;
             }
-            stream.advance();
+            stream.advance(false);
         }
         Ok(())
     }
@@ -68,7 +70,7 @@ impl ShareFs {
             let name = match CString::new(raw.name) {
                 Ok(name) if !is_dot(raw.name) => name,
                 _ => {
-                    stream.advance();
+                    stream.advance(false);
                     continue;
                 }
             };
@@ -76,7 +78,7 @@ impl ShareFs {
                 Ok(entry) => entry,
                 // Gone since the listing.
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
-                    stream.advance();
+                    stream.advance(false);
                     continue;
                 }
                 // Entries already added must reach the guest: their lookups are counted.
@@ -103,7 +105,7 @@ impl ShareFs {
                     return Err(err);
                 }
             }
-            stream.advance();
+            stream.advance(true);
         }
         Ok(())
     }

@@ -186,6 +186,12 @@ impl ShareFs {
     pub(super) fn do_release(&self, id: u64, fh: u64) -> io::Result<()> {
         let handle = self.handles().remove(fh, id)?;
         self.note_release(id, &handle);
+        // No guest process can hold a lock on a file it has no handle of: the inode's last
+        // release ends its owners' descriptions (locks.rs).
+        let locked = self.locks().has_inode(id);
+        if locked && !self.handles().has_inode(id) {
+            self.locks().remove_inode(id);
+        }
         Ok(())
     }
 

@@ -124,3 +124,59 @@ fn setlkw_on_a_free_lock_is_answered_at_once() {
     );
     assert_eq!(guest.dev().lock_waits(), 0);
 }
+
+#[test]
+fn a_cancelled_wait_is_answered_eintr_and_takes_nothing_later() {
+    let share = share_with_file();
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem, share.path());
+    let inode = guest.lookup(ROOT_ID, b"hello.txt").unwrap().nodeid;
+    let fh_a = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
+    let fh_b = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
+    let write_a = lock_args(fh_a, A, libc::F_WRLCK);
+    guest
+        .call(Opcode::Setlk, inode, &[write_a.as_slice()])
+        .unwrap();
+    let request = guest.fuse_request(
+        Opcode::Setlkw as u32,
+        inode,
+        &[lock_args(fh_b, B, libc::F_WRLCK).as_slice()],
+    );
+    let unique = parse::<InHeader>(&request).unique;
+    mem.write_slice(&request, GuestAddress(WAIT_REQUEST)).unwrap();
+    let request_len = u32::try_from(request.len()).unwrap();
+    guest.queues.store(
+        REQUEST_QUEUE,
+        WAIT_HEAD,
+        &[
+            desc(WAIT_REQUEST, request_len, VRING_DESC_F_NEXT, WAIT_HEAD + 1),
+            desc(WAIT_REPLY, 64, VRING_DESC_F_WRITE, 0),
+        ],
+    );
+    guest.queues.publish(REQUEST_QUEUE, WAIT_HEAD);
+    guest.notify(REQUEST_QUEUE);
+    assert_eq!(guest.dev().lock_waits(), 1);
+
+    // A signal for the container: the wait ends in EINTR at once.
+    guest.dev().lock_canceller().cancel();
+    guest.dev().answer_lock_waits();
+    let len = size_of::<OutHeader>() as u32;
+    assert_eq!(guest.queues.take_used(REQUEST_QUEUE), vec![(WAIT_HEAD, len)]);
+    let header: OutHeader = mem.read_obj(GuestAddress(WAIT_REPLY)).unwrap();
+    assert_eq!((header.error, header.unique), (-libc::EINTR, unique));
+    // A lets go: B's abandoned wait takes the lock and gives it back; A gets it again.
+    let unlock_a = lock_args(fh_a, A, libc::F_UNLCK);
+    guest
+        .call(Opcode::Setlk, inode, &[unlock_a.as_slice()])
+        .unwrap();
+    let mut again = Err(0);
+    for _ in 0..500 {
+        again = guest.call(Opcode::Setlk, inode, &[write_a.as_slice()]);
+        if again.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(again.is_ok(), "{again:?}");
+    assert!(guest.queues.take_used(REQUEST_QUEUE).is_empty());
+}
