@@ -143,7 +143,8 @@ fn a_cancelled_wait_is_answered_eintr_and_takes_nothing_later() {
         &[lock_args(fh_b, B, libc::F_WRLCK).as_slice()],
     );
     let unique = parse::<InHeader>(&request).unique;
-    mem.write_slice(&request, GuestAddress(WAIT_REQUEST)).unwrap();
+    mem.write_slice(&request, GuestAddress(WAIT_REQUEST))
+        .unwrap();
     let request_len = u32::try_from(request.len()).unwrap();
     guest.queues.store(
         REQUEST_QUEUE,
@@ -161,7 +162,10 @@ fn a_cancelled_wait_is_answered_eintr_and_takes_nothing_later() {
     guest.dev().lock_canceller().cancel();
     guest.dev().answer_lock_waits();
     let len = size_of::<OutHeader>() as u32;
-    assert_eq!(guest.queues.take_used(REQUEST_QUEUE), vec![(WAIT_HEAD, len)]);
+    assert_eq!(
+        guest.queues.take_used(REQUEST_QUEUE),
+        vec![(WAIT_HEAD, len)]
+    );
     let header: OutHeader = mem.read_obj(GuestAddress(WAIT_REPLY)).unwrap();
     assert_eq!((header.error, header.unique), (-libc::EINTR, unique));
     // A lets go: B's abandoned wait takes the lock and gives it back; A gets it again.
