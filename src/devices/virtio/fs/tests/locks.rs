@@ -28,27 +28,17 @@ fn lock_args(fh: u64, owner: u64, kind: i32) -> LkIn {
     }
 }
 
-#[test]
-fn setlkw_waits_off_the_event_loop_and_is_answered_when_the_lock_is_free() {
-    let share = share_with_file();
-    let mem = test_memory();
-    let mut guest = TestGuest::new(&mem, share.path());
-    let inode = guest.lookup(ROOT_ID, b"hello.txt").unwrap().nodeid;
-    let fh_a = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
-    let fh_b = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
-    let write_a = lock_args(fh_a, A, libc::F_WRLCK);
-    guest
-        .call(Opcode::Setlk, inode, &[write_a.as_slice()])
-        .unwrap();
-
-    // B waits: its chain is not used yet.
+/// Queues B's SETLKW for the lock `fh_b` names on its own chain (descriptors [`WAIT_HEAD`]
+/// on, its own buffers) and notifies the device; returns the request's `unique`.
+fn queue_setlkw(guest: &mut TestGuest<'_>, inode: u64, fh_b: u64) -> u64 {
     let request = guest.fuse_request(
         Opcode::Setlkw as u32,
         inode,
         &[lock_args(fh_b, B, libc::F_WRLCK).as_slice()],
     );
-    let unique = parse::<InHeader>(&request).unique;
-    mem.write_slice(&request, GuestAddress(WAIT_REQUEST))
+    guest
+        .mem
+        .write_slice(&request, GuestAddress(WAIT_REQUEST))
         .unwrap();
     let request_len = u32::try_from(request.len()).unwrap();
     guest.queues.store(
@@ -61,6 +51,34 @@ fn setlkw_waits_off_the_event_loop_and_is_answered_when_the_lock_is_free() {
     );
     guest.queues.publish(REQUEST_QUEUE, WAIT_HEAD);
     guest.notify(REQUEST_QUEUE);
+    parse::<InHeader>(&request).unique
+}
+
+/// A guest whose owner A holds a write lock on `hello.txt` through its handle; returns the
+/// guest, the inode, A's and B's handles, and A's lock request.
+fn a_holds_the_lock<'a>(
+    mem: &'a GuestMemoryMmap,
+    share: &Path,
+) -> (TestGuest<'a>, u64, u64, u64, LkIn) {
+    let mut guest = TestGuest::new(mem, share);
+    let inode = guest.lookup(ROOT_ID, b"hello.txt").unwrap().nodeid;
+    let fh_a = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
+    let fh_b = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
+    let write_a = lock_args(fh_a, A, libc::F_WRLCK);
+    guest
+        .call(Opcode::Setlk, inode, &[write_a.as_slice()])
+        .unwrap();
+    (guest, inode, fh_a, fh_b, write_a)
+}
+
+#[test]
+fn setlkw_waits_off_the_event_loop_and_is_answered_when_the_lock_is_free() {
+    let share = share_with_file();
+    let mem = test_memory();
+    let (mut guest, inode, fh_a, fh_b, write_a) = a_holds_the_lock(&mem, share.path());
+
+    // B waits: its chain is not used yet.
+    let unique = queue_setlkw(&mut guest, inode, fh_b);
     assert!(guest.queues.take_used(REQUEST_QUEUE).is_empty());
     assert_eq!(guest.dev().lock_waits(), 1);
 
@@ -129,33 +147,8 @@ fn setlkw_on_a_free_lock_is_answered_at_once() {
 fn a_cancelled_wait_is_answered_eintr_and_takes_nothing_later() {
     let share = share_with_file();
     let mem = test_memory();
-    let mut guest = TestGuest::new(&mem, share.path());
-    let inode = guest.lookup(ROOT_ID, b"hello.txt").unwrap().nodeid;
-    let fh_a = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
-    let fh_b = guest.open(Opcode::Open, inode, libc::O_RDWR).unwrap();
-    let write_a = lock_args(fh_a, A, libc::F_WRLCK);
-    guest
-        .call(Opcode::Setlk, inode, &[write_a.as_slice()])
-        .unwrap();
-    let request = guest.fuse_request(
-        Opcode::Setlkw as u32,
-        inode,
-        &[lock_args(fh_b, B, libc::F_WRLCK).as_slice()],
-    );
-    let unique = parse::<InHeader>(&request).unique;
-    mem.write_slice(&request, GuestAddress(WAIT_REQUEST))
-        .unwrap();
-    let request_len = u32::try_from(request.len()).unwrap();
-    guest.queues.store(
-        REQUEST_QUEUE,
-        WAIT_HEAD,
-        &[
-            desc(WAIT_REQUEST, request_len, VRING_DESC_F_NEXT, WAIT_HEAD + 1),
-            desc(WAIT_REPLY, 64, VRING_DESC_F_WRITE, 0),
-        ],
-    );
-    guest.queues.publish(REQUEST_QUEUE, WAIT_HEAD);
-    guest.notify(REQUEST_QUEUE);
+    let (mut guest, inode, fh_a, fh_b, write_a) = a_holds_the_lock(&mem, share.path());
+    let unique = queue_setlkw(&mut guest, inode, fh_b);
     assert_eq!(guest.dev().lock_waits(), 1);
 
     // A signal for the container: the wait ends in EINTR at once.
