@@ -177,6 +177,17 @@ def delete_while_listing():
     return None if deleted == 300 and not left else f"deleted {deleted}, left {len(left)}"
 
 
+def dots():
+    # `ls -a` (readdir) lists `.` and `..`; an empty directory has exactly those two, which C
+    # code takes as "empty".
+    os.makedirs("dots/sub", exist_ok=True)
+    got = [subprocess.run(["ls", "-a1", d], capture_output=True, text=True, check=True)
+           .stdout.split() for d in ("dots", "dots/sub")]
+    os.rmdir("dots/sub")
+    os.rmdir("dots")
+    return None if got == [[".", "..", "sub"], [".", ".."]] else f"ls -a listed {got}"
+
+
 def sockets_fifos():
     import socket
     for p in ("s.sock", "p.fifo"):
@@ -343,6 +354,7 @@ for name, fn in [("hard_links", hard_links), ("rename_over_open", rename_over_op
                  ("sparse", sparse), ("fallocate", fallocate), ("o_direct", o_direct),
                  ("mmap_shared", mmap_shared), ("locks", locks), ("inotify", inotify),
                  ("many_entries", many_entries), ("delete_while_listing", delete_while_listing),
+                 ("dots", dots),
                  ("sockets_fifos", sockets_fifos), ("symlink_attrs", symlink_attrs),
                  ("tmpfile", tmpfile), ("user_xattrs", user_xattrs),
                  ("acl", acl), ("capability", capability), ("setuid", setuid),

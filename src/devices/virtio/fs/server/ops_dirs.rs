@@ -1,7 +1,13 @@
 //! Directory listings: READDIR and READDIRPLUS on an OPENDIR handle, read through the handle's
-//! [`DirStream`](super::dir_stream::DirStream). `.` and `..` are not listed (the guest's kernel
-//! makes its own); READDIRPLUS looks every entry up, and takes the lookup back for an entry
-//! that did not fit in the reply.
+//! [`DirStream`](super::dir_stream::DirStream). READDIRPLUS looks every entry up, and takes
+//! the lookup back for an entry that did not fit in the reply.
+//!
+//! `.` and `..` are listed as a local file system lists them (the guest's FUSE does not add
+//! them: `ls -a` would show neither, and code that takes "two entries" for empty would be
+//! fooled), with the guest's numbers of the directory and of its parent (the share's root is
+//! its own parent, as a file system's root is; the host's `..` there is outside the share).
+//! READDIRPLUS gives them without a node (id 0): the guest's kernel neither links nor counts
+//! them, so no lookup is taken for them.
 
 use std::ffi::CString;
 use std::io;
@@ -9,6 +15,7 @@ use std::io;
 use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 
 use super::ShareFs;
+use super::inodes::ROOT_ID;
 use super::sys;
 
 /// Whether `name` is `.` or `..`.
@@ -16,7 +23,41 @@ fn is_dot(name: &[u8]) -> bool {
     name == b"." || name == b".."
 }
 
+/// The READDIRPLUS entry of `.` or `..`: no node (the guest's kernel skips linking it) and
+/// nothing cached.
+fn dot_entry(ino: u64) -> Entry {
+    // SAFETY: stat64 is plain integers; all zeroes is a valid value.
+    let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+    attr.st_ino = ino;
+    attr.st_mode = libc::S_IFDIR;
+    Entry {
+        inode: 0,
+        generation: 0,
+        attr,
+        attr_flags: 0,
+        attr_timeout: std::time::Duration::ZERO,
+        entry_timeout: std::time::Duration::ZERO,
+    }
+}
+
+/// `DT_DIR`, the kind of `.` and `..`.
+const DT_DIR: u32 = libc::DT_DIR as u32;
+
 impl ShareFs {
+    /// The guest's inode number for `name` if it is `.` or `..` in directory `id`.
+    fn dot_ino(&self, id: u64, name: &[u8]) -> Option<u64> {
+        if !is_dot(name) {
+            return None;
+        }
+        let mut state = self.state();
+        let target = match (name, id) {
+            (b"..", ROOT_ID) | (b".", _) => id,
+            _ => state.inodes.names(id).first().map_or(id, |n| n.parent),
+        };
+        let identity = state.inodes.identity(target)?;
+        Some(state.inos.guest_ino(identity.dev, identity.ino))
+    }
+
     pub(super) fn do_readdir(
         &self,
         id: u64,
@@ -33,20 +74,24 @@ impl ShareFs {
         let dev = sys::fstat(&*file)?.st_dev;
         stream.seek(&file, offset)?;
         while let Some(raw) = stream.peek(&file, size as usize)? {
-            if !is_dot(raw.name) {
-                let entry = DirEntry {
-                    ino: self.state().inos.guest_ino(dev, raw.ino),
-                    offset: raw.next_offset,
-                    type_: u32::from(raw.kind),
-                    name: raw.name,
-                };
-                if add_entry(entry)? == 0 {
-                    break;
-                }
-                stream.advance(true);
+            let dot = self.dot_ino(id, raw.name);
+            if is_dot(raw.name) && dot.is_none() {
+                stream.advance(false);
                 continue;
             }
-            stream.advance(false);
+            let entry = DirEntry {
+                ino: match dot {
+                    Some(ino) => ino,
+                    None => self.state().inos.guest_ino(dev, raw.ino),
+                },
+                offset: raw.next_offset,
+                type_: dot.map_or(u32::from(raw.kind), |_| DT_DIR),
+                name: raw.name,
+            };
+            if add_entry(entry)? == 0 {
+                break;
+            }
+            stream.advance(true);
         }
         Ok(())
     }
@@ -67,8 +112,25 @@ impl ShareFs {
         stream.seek(&file, offset)?;
         let mut added = 0usize;
         while let Some(raw) = stream.peek(&file, size as usize)? {
+            if is_dot(raw.name) {
+                let Some(ino) = self.dot_ino(id, raw.name) else {
+                    stream.advance(false);
+                    continue;
+                };
+                let dir_entry = DirEntry {
+                    ino,
+                    offset: raw.next_offset,
+                    type_: DT_DIR,
+                    name: raw.name,
+                };
+                if add_entry(dir_entry, dot_entry(ino))? == 0 {
+                    break;
+                }
+                stream.advance(true);
+                continue;
+            }
             let name = match CString::new(raw.name) {
-                Ok(name) if !is_dot(raw.name) => name,
+                Ok(name) => name,
                 _ => {
                     stream.advance(false);
                     continue;

@@ -87,34 +87,73 @@ fn readdirplus_counts_only_the_entries_returned() {
     }
     let fh = fs.opendir(&ctx(), ROOT_ID, 0).unwrap().0.unwrap();
     let mut names = Vec::new();
-    // Room for three entries.
+    // Room for three entries besides the dots.
     fs.readdirplus(&ctx(), ROOT_ID, fh, 4096, 0, &mut |d, e| {
+        assert_eq!(d.ino, e.attr.st_ino);
+        if d.name == b"." || d.name == b".." {
+            assert_eq!(e.inode, 0, "a dot is given without a node");
+            return Ok(1);
+        }
         if names.len() == 3 {
             return Ok(0);
         }
-        assert_eq!(d.ino, e.attr.st_ino);
         names.push((String::from_utf8(d.name.to_vec()).unwrap(), e.inode));
         Ok(1)
     })
     .unwrap();
     assert_eq!(names.len(), 3);
-    assert!(names.iter().all(|(n, _)| n != "." && n != ".."));
     // Root + the three returned; the fourth looked up was taken back.
     assert_eq!(fs.inode_count(), 4);
     for (_, id) in &names {
         assert_eq!(fs.state().inodes.lookups(*id), Some(1));
     }
-    // READDIR lists everything but the dots, without lookups.
+    // READDIR lists everything, the dots included, without lookups.
     let mut all = Vec::new();
     fs.readdir(&ctx(), ROOT_ID, fh, 4096, 0, &mut |d| {
         all.push(d.name.to_vec());
         Ok(1)
     })
     .unwrap();
-    assert_eq!(all.len(), 8);
+    assert_eq!(all.len(), 10);
     assert_eq!(fs.inode_count(), 4);
     fs.releasedir(&ctx(), ROOT_ID, 0, fh).unwrap();
     assert_eq!(fs.open_handles(), 0);
+}
+
+/// The dots, listed by READDIR and READDIRPLUS alike, carry the numbers a `stat` of the
+/// directory and of its parent gives; the root is its own parent.
+#[test]
+fn dots_are_listed_with_the_directory_and_parent_numbers() {
+    let (_dir, fs) = share();
+    let root_ino = fs.getattr(&ctx(), ROOT_ID, None).unwrap().0.st_ino;
+    let sub = fs.lookup(&ctx(), ROOT_ID, &name("dir")).unwrap();
+    for (id, dot, dotdot) in [
+        (ROOT_ID, root_ino, root_ino),
+        (sub.inode, sub.attr.st_ino, root_ino),
+    ] {
+        let fh = fs.opendir(&ctx(), id, 0).unwrap().0.unwrap();
+        let mut plain = Vec::new();
+        fs.readdir(&ctx(), id, fh, 4096, 0, &mut |d| {
+            plain.push((d.name.to_vec(), d.ino, d.type_));
+            Ok(1)
+        })
+        .unwrap();
+        let mut plus = Vec::new();
+        fs.readdirplus(&ctx(), id, fh, 4096, 0, &mut |d, e| {
+            if e.inode == 0 {
+                plus.push((d.name.to_vec(), d.ino, d.type_));
+            }
+            Ok(1)
+        })
+        .unwrap();
+        fs.releasedir(&ctx(), id, 0, fh).unwrap();
+        let dir_kind = u32::from(libc::DT_DIR);
+        for listing in [&plain, &plus] {
+            let find = |n: &[u8]| listing.iter().find(|(name, ..)| name == n).cloned();
+            assert_eq!(find(b"."), Some((b".".to_vec(), dot, dir_kind)), "{id}");
+            assert_eq!(find(b".."), Some((b"..".to_vec(), dotdot, dir_kind)), "{id}");
+        }
+    }
 }
 
 #[test]
