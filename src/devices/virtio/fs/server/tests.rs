@@ -151,7 +151,11 @@ fn dots_are_listed_with_the_directory_and_parent_numbers() {
         for listing in [&plain, &plus] {
             let find = |n: &[u8]| listing.iter().find(|(name, ..)| name == n).cloned();
             assert_eq!(find(b"."), Some((b".".to_vec(), dot, dir_kind)), "{id}");
-            assert_eq!(find(b".."), Some((b"..".to_vec(), dotdot, dir_kind)), "{id}");
+            assert_eq!(
+                find(b".."),
+                Some((b"..".to_vec(), dotdot, dir_kind)),
+                "{id}"
+            );
         }
     }
 }
