@@ -2,6 +2,7 @@
 //! [`mount`] and [`pty`] helpers, and the rtnetlink client [`netlink`], shared with the host
 //! binary, which depends on this crate for them.
 
+pub mod beneath;
 pub mod dnsrelay;
 pub mod mount;
 pub mod netlink;

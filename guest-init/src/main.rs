@@ -125,6 +125,9 @@ fn serve(boottime: u64) -> Result<(), String> {
                 reply(mounts::mount_share(&tag, &target).map(|()| GuestMessage::Done))
             }
             Some(HostMessage::ReadFile { path }) => reply(files::read_text(&path)),
+            Some(HostMessage::Touch { root, touch }) => {
+                reply(files::touch(&root, &touch).map(|()| GuestMessage::Done))
+            }
             Some(HostMessage::WriteFile { path, text }) => {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))
             }

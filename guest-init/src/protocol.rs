@@ -13,13 +13,63 @@ pub use crate::netspec::NetSpec;
 pub use crate::spec::{ExecSpec, Resources};
 
 /// The protocol version both sides must agree on.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// The vsock port on the host (CID 2) that guest-init connects to.
 pub const CONTROL_PORT: u32 = 1024;
 /// The guest's vsock context id.
 pub const GUEST_CID: u64 = 3;
 /// The largest frame either side accepts, in bytes.
 pub const MAX_FRAME: usize = 4 << 20;
+
+/// A host edit for guest-init to repeat ([`HostMessage::Touch`]); paths are relative to the
+/// share's mount point, as bytes (file names need not be UTF-8), and are resolved beneath it
+/// without following any symlink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Touch {
+    /// A file's data changed: open it for writing, truncate it to its size, close it.
+    Modify {
+        /// The file.
+        path: Vec<u8>,
+    },
+    /// An entry appeared: make one of the same kind.
+    Create {
+        /// The entry.
+        path: Vec<u8>,
+        /// Its kind.
+        kind: TouchKind,
+    },
+    /// An entry went: remove it (`rmdir` for a directory).
+    Delete {
+        /// The entry.
+        path: Vec<u8>,
+        /// Whether it was a directory.
+        dir: bool,
+    },
+    /// An entry was renamed.
+    Move {
+        /// The old name.
+        from: Vec<u8>,
+        /// The new name.
+        to: Vec<u8>,
+    },
+}
+
+/// The kind of entry a [`Touch::Create`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TouchKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A FIFO.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+}
 
 /// What guest-init sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +249,15 @@ pub enum HostMessage {
         rows: u16,
         /// Columns.
         cols: u16,
+    },
+    /// Repeat an edit a host process made in a bind source through the guest's own file
+    /// system calls, so that the container's inotify watchers see it (the host's virtio-fs
+    /// server answers these calls as done). Answered [`GuestMessage::Done`].
+    Touch {
+        /// The share's mount point: the edit's paths are beneath it.
+        root: String,
+        /// The edit.
+        touch: Touch,
     },
     /// Write a guest file (for diagnostics and tests).
     WriteFile {

@@ -19,7 +19,7 @@ pub use reader::OomHook;
 
 use guest_init::protocol::{
     CONTROL_PORT, ExecSpec, GuestMessage, HostMessage, MAX_COMMAND, MAX_PROCESS_LIST,
-    MAX_STAT_KEYS, NetSpec, PROTOCOL_VERSION, ProcessInfo, Resources, Stats, read_frame,
+    MAX_STAT_KEYS, NetSpec, PROTOCOL_VERSION, ProcessInfo, Resources, Stats, Touch, read_frame,
     write_frame,
 };
 
@@ -373,6 +373,16 @@ impl Agent {
             GuestMessage::Done => Ok(()),
             other => Err(unexpected("done", &other)),
         }
+    }
+
+    /// Has guest-init repeat a host edit (paths beneath the share's mount point `root`)
+    /// through the guest's file system calls.
+    pub fn touch(&self, root: &str, touch: Touch, timeout: Duration) -> Result<(), AgentError> {
+        let msg = HostMessage::Touch {
+            root: root.to_owned(),
+            touch,
+        };
+        self.request_done(&msg, timeout)
     }
 
     /// Mounts the VM's virtio-fs share `tag` at `target` in the guest.

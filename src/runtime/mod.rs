@@ -6,6 +6,7 @@ pub mod control;
 pub mod exec;
 pub mod hooks;
 pub mod host_cgroup;
+pub mod host_edits;
 pub mod host_oom;
 pub mod net;
 pub mod pausing;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::bundle::{Bundle, BundleError};
 use super::hooks::{HookError, HookPlace};
 use super::host_cgroup::{self, CgroupError};
+use super::host_edits;
 use super::host_oom;
 use super::net::netns::{self, NetnsError};
 use super::net::{self, GuestNet, GuestNetError};
@@ -28,6 +29,7 @@ use super::spec::{self, SpecError};
 use super::state::{ContainerState, StateError, Store};
 use super::tty::{Terminal, TtyTarget};
 use crate::agent::{Agent, AgentError};
+
 use crate::config::{Config, ConfigError};
 use crate::vmm::vm::{MicroVm, SHARE_TAG, VmConfig, VmError};
 
@@ -429,6 +431,15 @@ fn in_vm(
     guest_net.sync(&agent, t)?;
     agent.release(0, t)?;
     guest_net.follow(agent.clone());
+    if let Some(fs) = vm.fs_share().filter(|fs| fs.watches_edits()) {
+        host_edits::follow(
+            fs,
+            share.root.clone(),
+            share.binds.clone(),
+            agent.clone(),
+            GUEST_SHARE,
+        );
+    }
     if let Some(control) = tracker.started()? {
         let joined = serve::Joined {
             bundle: bundle.clone(),

@@ -55,6 +55,10 @@ pub const ANNOTATION_XATTRS: &str = "runvm.fs_xattrs";
 /// kernel alone (locks bind the container's own processes only; no FLUSH).
 pub const ANNOTATION_LOCKS: &str = "runvm.fs_locks";
 
+/// Annotation turning off telling the container's inotify watchers of host edits in its bind
+/// mounts (`false`): each bind source is then not watched on the host.
+pub const ANNOTATION_WATCH: &str = "runvm.fs_watch";
+
 /// One bind mount's host source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostBind {
@@ -92,10 +96,12 @@ pub fn share_config(
     };
     let xattrs = choice(ANNOTATION_XATTRS, "true", "false", "true or false")?;
     let host_locks = choice(ANNOTATION_LOCKS, "host", "guest", "host or guest")?;
+    let watch_edits = choice(ANNOTATION_WATCH, "true", "false", "true or false")?;
     Ok(ShareConfig {
         data_cache: DataCache::KeptUnder(ROOTFS_ENTRY),
         xattrs,
         host_locks,
+        watch_edits,
         ..ShareConfig::default()
     })
 }

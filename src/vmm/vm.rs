@@ -25,7 +25,7 @@ use super::pause::{Gate, PauseError};
 use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
-use crate::devices::virtio::fs::{FsStats, LockCanceller, ShareConfig, VirtioFs};
+use crate::devices::virtio::fs::{FsStats, LockCanceller, ShareConfig, ShareFs, VirtioFs};
 use crate::devices::virtio::mmio::{
     INTERRUPT_ACK_OFFSET, MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET,
 };
@@ -160,6 +160,7 @@ pub struct MicroVm {
     fs_stats: Option<Arc<FsStats>>,
     /// Ends the shared directory's lock waits, when there is one.
     fs_locks: Option<LockCanceller>,
+    fs_share: Option<Arc<ShareFs>>,
     bus: Arc<Bus>,
     console: ConsoleTail,
     first_entry: FirstEntry,
@@ -326,6 +327,7 @@ impl MicroVm {
         )?;
         let mut fs_stats = None;
         let mut fs_locks = None;
+        let mut fs_share = None;
         if let Some(dir) = &config.shared_dir {
             let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config).map_err(|e| {
                 VmError::Device {
@@ -335,6 +337,7 @@ impl MicroVm {
             })?;
             fs_stats = Some(fs.stats());
             fs_locks = Some(fs.lock_canceller());
+            fs_share = Some(fs.share_handle());
             virtio.attach(
                 &vm,
                 &mem,
@@ -408,6 +411,7 @@ impl MicroVm {
             nics,
             fs_stats,
             fs_locks,
+            fs_share,
             bus: bus.clone(),
             console,
             first_entry: first_entry.clone(),
@@ -441,6 +445,11 @@ impl MicroVm {
     /// a shared directory).
     pub fn fs_stats(&self) -> Option<&FsStats> {
         self.fs_stats.as_deref()
+    }
+
+    /// The shared directory's server (`None` without a shared directory).
+    pub fn fs_share(&self) -> Option<Arc<ShareFs>> {
+        self.fs_share.clone()
     }
 
     /// A handle that answers the guest's lock waits on the shared directory `EINTR`.

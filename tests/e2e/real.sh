@@ -150,6 +150,50 @@ real_fs_fidelity() {
 # ends, the second container gets them; a container waiting (F_SETLKW) for the held lock
 # is killed at once; then a container waits for a lock the host holds, and gets it once the
 # host lets go.
+# Host edits in a bind mount wake the container's inotify watchers, as under runc (a dev
+# server's hot reload): a new file, an append, a rename (an editor's save), a new directory
+# and a file in it, deletions; and a file the container writes itself is seen once, not
+# again when the host's watch sees it.
+real_host_edits() {
+    local run=$1 dir=$W/edits-$RUNTIME c=$RUNTIME-host-edits i script
+    script=$(realpath "$(dirname "${BASH_SOURCE[0]}")/inotify-watch.py")
+    rm -rf "$dir" && mkdir -p "$dir/src"
+    docker rm -f "$c" >/dev/null 2>&1 || true
+    "$run" -d --name "$c" -v "$script:/watch.py:ro" -v "$dir/src:/src" "$REAL_IMAGE" \
+        python3 /watch.py /src >/dev/null
+    for i in $(seq 120); do docker logs "$c" 2>&1 | grep -q '^ready' && break; sleep 0.5; done
+    local step
+    for step in 'docker exec '"$c"' sh -c "echo g >/src/g.txt"' \
+        'printf "hi\n" >"$dir/src/a.txt"' 'printf "more\n" >>"$dir/src/a.txt"' \
+        'mv "$dir/src/a.txt" "$dir/src/b.txt"' 'mkdir "$dir/src/d"' \
+        'printf "x\n" >"$dir/src/d/x.txt"' 'rm "$dir/src/b.txt"' \
+        'rm "$dir/src/d/x.txt"' 'rmdir "$dir/src/d"' 'touch "$dir/src/stop"'; do
+        eval "$step"
+        sleep 1.5
+    done
+    expect "$(timeout 60 docker wait "$c")" 0
+    expect "$(docker logs "$c" 2>&1)" "ready
+CREATE g.txt
+MODIFY g.txt
+CLOSE_WRITE g.txt
+CREATE a.txt
+MODIFY a.txt
+CLOSE_WRITE a.txt
+MODIFY a.txt
+CLOSE_WRITE a.txt
+MOVED_FROM a.txt
+MOVED_TO b.txt
+CREATE,ISDIR d
+CREATE d/x.txt
+MODIFY d/x.txt
+CLOSE_WRITE d/x.txt
+DELETE b.txt
+DELETE d/x.txt
+DELETE,ISDIR d
+CREATE stop"
+    docker rm -f "$c" >/dev/null
+}
+
 real_volume_locks() {
     local run=$1 dir=$W/locks-$RUNTIME holder=$RUNTIME-lock-holder i out host
     rm -rf "$dir" && mkdir -p "$dir"
@@ -471,6 +515,7 @@ real_docker_scenarios() {
     scenario "$d: tar round trip of $REAL_TAR_DIR" "real_tar drun"
     scenario "$d: file system fidelity, rootfs and volume" "real_fs_fidelity drun d"
     scenario "$d: locks between two containers and the host on a volume" "real_volume_locks drun"
+    scenario "$d: host edits in a bind mount wake the container's inotify" "real_host_edits drun"
     scenario "$d: redis on 127.0.0.1" "real_redis drun"
     scenario "$d: iptables and ip6tables rules with NET_ADMIN" "real_iptables drun"
     scenario "$d: nginx on 127.0.0.1 and [::1]" "real_nginx drun"

@@ -222,6 +222,11 @@ impl VirtioFs {
         self.lock_waits.len()
     }
 
+    /// The server, shared, for the host-edit watch (`host_watch.rs`, `server/nudge.rs`).
+    pub fn share_handle(&self) -> Arc<ShareFs> {
+        Arc::clone(&self.share)
+    }
+
     /// A handle that answers every SETLKW wait `EINTR` from another thread.
     pub fn lock_canceller(&self) -> LockCanceller {
         self.lock_waits.canceller()

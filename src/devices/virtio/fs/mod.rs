@@ -47,6 +47,7 @@
 
 mod device;
 mod event_handler;
+mod host_watch;
 mod lock_wait;
 mod request;
 mod server;
@@ -58,8 +59,12 @@ use std::io;
 use std::path::PathBuf;
 
 pub use device::VirtioFs;
+pub use host_watch::HostWatch;
 pub use lock_wait::LockCanceller;
-pub use server::{DataCache, FsLimits, ServerError, ShareConfig, ShareFs, VMM_MARGIN};
+pub use server::{
+    DataCache, FsLimits, HostDir, HostEdit, NodeKind, Nudge, OWN_EDIT_WINDOW, ServerError,
+    ShareConfig, ShareFs, VMM_MARGIN,
+};
 pub use stats::{FsStats, OpcodeStats};
 
 /// Number of queues: hiprio and one request queue.

@@ -13,6 +13,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 
 use super::ShareFs;
+use super::nudge::Part;
 
 impl FileSystem for ShareFs {
     type Inode = u64;
@@ -28,7 +29,10 @@ impl FileSystem for ShareFs {
         self.do_destroy();
     }
 
-    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        if let Some(entry) = self.nudged_lookup(ctx.pid, parent, name) {
+            return Ok(entry);
+        }
         self.do_lookup(parent, name)
     }
 
@@ -51,12 +55,21 @@ impl FileSystem for ShareFs {
 
     fn setattr(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         attr: libc::stat64,
         handle: Option<u64>,
         valid: SetattrValid,
     ) -> io::Result<(libc::stat64, Duration)> {
+        if valid.contains(SetattrValid::SIZE) {
+            match self.nudged_modify(ctx.pid, inode) {
+                Part::Current => return self.do_getattr(inode, None),
+                Part::Late => return Err(io::Error::from_raw_os_error(libc::EPERM)),
+                Part::No => {}
+            }
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_file(inode);
         self.do_setattr(inode, &attr, handle, valid)
     }
 
@@ -71,6 +84,11 @@ impl FileSystem for ShareFs {
         parent: u64,
         name: &CStr,
     ) -> io::Result<Entry> {
+        if let Some(made) = self.nudged_make(ctx.pid, parent, name) {
+            return made;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(parent, name);
         self.do_symlink(ctx, linkname, parent, name)
     }
 
@@ -83,6 +101,11 @@ impl FileSystem for ShareFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        if let Some(made) = self.nudged_make(ctx.pid, inode, name) {
+            return made;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(inode, name);
         self.do_mknod(ctx, inode, name, mode, rdev, umask)
     }
 
@@ -94,46 +117,78 @@ impl FileSystem for ShareFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
+        if let Some(made) = self.nudged_make(ctx.pid, parent, name) {
+            return made;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(parent, name);
         self.do_mkdir(ctx, parent, name, mode, umask)
     }
 
-    fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        if let Some(done) = self.nudged_remove(ctx.pid, parent, name) {
+            return done;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(parent, name);
         self.do_remove(parent, name, 0)
     }
 
-    fn rmdir(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        if let Some(done) = self.nudged_remove(ctx.pid, parent, name) {
+            return done;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(parent, name);
         self.do_remove(parent, name, libc::AT_REMOVEDIR)
     }
 
     fn rename(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         olddir: u64,
         oldname: &CStr,
         newdir: u64,
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
+        if flags == 0
+            && let Some(done) = self.nudged_rename(ctx.pid, (olddir, oldname), (newdir, newname))
+        {
+            return done;
+        }
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(olddir, oldname);
+        self.note_entry(newdir, newname);
         self.do_rename(olddir, oldname, newdir, newname, flags)
     }
 
-    fn link(
-        &self,
-        _ctx: &Context,
-        inode: u64,
-        newparent: u64,
-        newname: &CStr,
-    ) -> io::Result<Entry> {
+    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(newparent, newname);
         self.do_link(inode, newparent, newname)
     }
 
     fn open(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let flags = match self.nudged_modify(ctx.pid, inode) {
+            // The guest's write-open of a nudged modification: nothing is written.
+            Part::Current => flags & !(libc::O_ACCMODE as u32 | libc::O_TRUNC as u32),
+            Part::Late => return Err(io::Error::from_raw_os_error(libc::EACCES)),
+            Part::No => {
+                let writes = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+                if writes || flags & libc::O_TRUNC as u32 != 0 {
+                    self.refuse_stray(ctx.pid)?;
+                    self.note_file(inode);
+                }
+                flags
+            }
+        };
         let (fh, options) = self.do_open(inode, flags, fuse_flags, false)?;
         Ok((Some(fh), options, None))
     }
@@ -145,6 +200,8 @@ impl FileSystem for ShareFs {
         name: &CStr,
         args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        self.refuse_stray(ctx.pid)?;
+        self.note_entry(parent, name);
         let (entry, fh) = self.do_create(ctx, parent, name, &args)?;
         Ok((entry, Some(fh), OpenOptions::empty(), None))
     }
@@ -165,7 +222,7 @@ impl FileSystem for ShareFs {
 
     fn write(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         r: &mut dyn ZeroCopyReader,
@@ -176,6 +233,8 @@ impl FileSystem for ShareFs {
         flags: u32,
         fuse_flags: u32,
     ) -> io::Result<usize> {
+        self.refuse_stray(ctx.pid)?;
+        self.note_file(inode);
         self.do_write(inode, handle, r, size, offset, flags, fuse_flags)
     }
 
@@ -189,13 +248,15 @@ impl FileSystem for ShareFs {
 
     fn fallocate(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         handle: u64,
         mode: u32,
         offset: u64,
         length: u64,
     ) -> io::Result<()> {
+        self.refuse_stray(ctx.pid)?;
+        self.note_file(inode);
         self.do_fallocate(inode, handle, mode, offset, length)
     }
 
@@ -315,12 +376,13 @@ impl FileSystem for ShareFs {
 
     fn setxattr(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         inode: u64,
         name: &CStr,
         value: &[u8],
         flags: u32,
     ) -> io::Result<()> {
+        self.refuse_stray(ctx.pid)?;
         self.do_setxattr(inode, name, value, flags)
     }
 
@@ -338,7 +400,8 @@ impl FileSystem for ShareFs {
         self.do_listxattr(inode, size)
     }
 
-    fn removexattr(&self, _ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
+        self.refuse_stray(ctx.pid)?;
         self.do_removexattr(inode, name)
     }
 }

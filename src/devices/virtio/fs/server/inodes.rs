@@ -190,6 +190,33 @@ impl InodeTable {
             .unwrap_or_default()
     }
 
+    /// The inode known as `name` in `parent`, if any. A scan of the table: for the rare
+    /// caller (a host deletion being told to the guest, `nudge.rs`), not for requests.
+    pub(super) fn named(&self, parent: u64, name: &CStr) -> Option<u64> {
+        self.inodes.iter().find_map(|(id, inode)| {
+            inode
+                .names
+                .iter()
+                .any(|n| n.parent == parent && n.name.as_c_str() == name)
+                .then_some(*id)
+        })
+    }
+
+    /// One more lookup of inode `id` (an entry the guest is given without a host lookup);
+    /// false when the table no longer has it.
+    pub(super) fn add_lookup(&mut self, id: u64) -> bool {
+        if id == ROOT_ID {
+            return true;
+        }
+        match self.inodes.get_mut(&id) {
+            Some(inode) => {
+                inode.lookups = inode.lookups.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The inode with identity `identity`, if it is known (and reachable).
     pub(super) fn find(&self, identity: &Identity) -> Option<u64> {
         let id = *self.by_identity.get(&(identity.dev, identity.ino))?;

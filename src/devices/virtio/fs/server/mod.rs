@@ -33,6 +33,7 @@ mod inodes;
 mod killpriv;
 mod limits;
 mod locks;
+mod nudge;
 mod ops_dirs;
 mod ops_entry;
 mod ops_files;
@@ -57,6 +58,8 @@ use inodes::Identity;
 pub use limits::{FsLimits, VMM_MARGIN};
 use locks::LockTable;
 pub use locks::{BlockedLock, LockAttempt};
+use nudge::Nudges;
+pub use nudge::{HostDir, HostEdit, NodeKind, Nudge, OWN_EDIT_WINDOW};
 use resolve::State;
 use sys::errno;
 
@@ -108,6 +111,9 @@ pub struct ShareConfig {
     /// Whether the guest's locks are taken on the host file (`locks.rs`; FLUSH then
     /// answered); otherwise the guest kernel keeps them itself (and FLUSH is `ENOSYS`).
     pub host_locks: bool,
+    /// Whether host edits are told to the guest (`nudge.rs`): the server then notes what the
+    /// guest's own requests change.
+    pub watch_edits: bool,
 }
 
 impl Default for ShareConfig {
@@ -119,6 +125,7 @@ impl Default for ShareConfig {
             data_cache: DataCache::PerOpen,
             xattrs: true,
             host_locks: true,
+            watch_edits: false,
         }
     }
 }
@@ -138,6 +145,8 @@ pub struct ShareFs {
     state: Mutex<State>,
     handles: Mutex<HandleTable>,
     locks: Mutex<LockTable>,
+    /// The host edit being told to the guest, and the guest's own recent changes.
+    nudges: Mutex<Nudges>,
     reservation: limits::Reservation,
 }
 
@@ -177,8 +186,14 @@ impl ShareFs {
             )),
             handles: Mutex::new(HandleTable::new(limits.open_handles)),
             locks: Mutex::new(LockTable::default()),
+            nudges: Mutex::new(Nudges::default()),
             reservation,
         })
+    }
+
+    /// Whether host edits are to be told to the guest (`nudge.rs`).
+    pub fn watches_edits(&self) -> bool {
+        self.config.watch_edits
     }
 
     /// The budget granted (the one asked for, or less under a low hard limit).
