@@ -126,7 +126,7 @@ fn serve(boottime: u64) -> Result<(), String> {
             }
             Some(HostMessage::ReadFile { path }) => reply(files::read_text(&path)),
             Some(HostMessage::Touch { root, touch }) => {
-                reply(files::touch(&root, &touch).map(|()| GuestMessage::Done))
+                reply(files::touch(&root, &touch).map(|()| GuestMessage::Touched))
             }
             Some(HostMessage::WriteFile { path, text }) => {
                 reply(files::write_text(&path, &text).map(|()| GuestMessage::Done))

@@ -93,6 +93,9 @@ pub enum GuestMessage {
     PoweringOff,
     /// A request succeeded and has nothing to return.
     Done,
+    /// A [`HostMessage::Touch`] was repeated (its own answer: a late [`GuestMessage::Done`]
+    /// of another request is never taken for it).
+    Touched,
     /// The process of [`HostMessage::Exec`] is running (or, held, ready to exec).
     Started {
         /// Its pid in the guest.
@@ -252,7 +255,7 @@ pub enum HostMessage {
     },
     /// Repeat an edit a host process made in a bind source through the guest's own file
     /// system calls, so that the container's inotify watchers see it (the host's virtio-fs
-    /// server answers these calls as done). Answered [`GuestMessage::Done`].
+    /// server answers these calls as done). Answered [`GuestMessage::Touched`].
     Touch {
         /// The share's mount point: the edit's paths are beneath it.
         root: String,

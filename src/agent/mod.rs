@@ -382,7 +382,10 @@ impl Agent {
             root: root.to_owned(),
             touch,
         };
-        self.request_done(&msg, timeout)
+        match self.request(&msg, timeout)? {
+            GuestMessage::Touched => Ok(()),
+            other => Err(unexpected("touched", &other)),
+        }
     }
 
     /// Mounts the VM's virtio-fs share `tag` at `target` in the guest.

@@ -76,22 +76,22 @@ pub fn follow(
                     continue;
                 };
                 let told = agent.touch(guest_share, touch_for(&nudge), TOUCH_PATIENCE);
-                // An edit guest-init refused (gone again in the guest) was answered; one it
-                // did not answer in time (a paused guest) is abandoned, and nothing more is
-                // sent until the guest answers again.
-                share.end_nudge(!matches!(told, Err(AgentError::Timeout { .. })));
+                // An edit guest-init repeated or refused (gone again in the guest) was
+                // answered. One it did not answer in time (a paused guest), or whose answer
+                // was not its own (a late answer of another request), is abandoned, and
+                // nothing more is sent until the guest has answered everything before a ping.
+                let answered = matches!(told, Ok(()) | Err(AgentError::Guest(_)));
+                share.end_nudge(answered);
                 match told {
-                    Err(
-                        AgentError::Io(_) | AgentError::Protocol(_) | AgentError::VmStopped { .. },
-                    ) => return,
-                    Err(AgentError::Timeout { .. }) => {
+                    Err(AgentError::Io(_) | AgentError::VmStopped { .. }) => return,
+                    Err(AgentError::Timeout { .. } | AgentError::Protocol(_)) => {
                         // Late answers may come first (each an unexpected answer to a
                         // ping); a closed channel ends it.
                         let mut unexpected = 0;
                         while let Err(e) = agent.ping(TOUCH_PATIENCE) {
                             match e {
                                 AgentError::Timeout { .. } => {}
-                                AgentError::Protocol(_) if unexpected < 8 => unexpected += 1,
+                                AgentError::Protocol(_) if unexpected < 64 => unexpected += 1,
                                 _ => return,
                             }
                         }

@@ -141,6 +141,11 @@ impl HandleTable {
         Arc::clone(&self.lock_files)
     }
 
+    /// Some open handle of `inode`, if any.
+    pub(super) fn any_of(&self, inode: u64) -> Option<Arc<OpenHandle>> {
+        self.handles.values().find(|h| h.inode == inode).cloned()
+    }
+
     /// Whether some handle of `inode` is open.
     pub(super) fn has_inode(&self, inode: u64) -> bool {
         self.handles.values().any(|h| h.inode == inode)

@@ -255,8 +255,12 @@ impl ShareFs {
 
     /// Refuses a changing request of guest-init's main thread (`pid` 1) while a nudge it is
     /// not part of is under way (see the module docs).
+    /// The same while abandoned nudges are not yet known to be done: a late repeat whose
+    /// path now leads to another file (the directory replaced meanwhile) matches none of
+    /// them, and must not become a real edit either.
     pub(super) fn refuse_stray(&self, pid: i32) -> io::Result<()> {
-        if pid == NUDGER_PID && self.nudges().pending.is_some() {
+        let nudges = self.nudges();
+        if pid == NUDGER_PID && (nudges.pending.is_some() || !nudges.abandoned.is_empty()) {
             return Err(errno(libc::EPERM));
         }
         Ok(())
@@ -415,9 +419,10 @@ impl ShareFs {
     /// has them if the server holds one (a container may have it open: its cached data must
     /// stay), else only its number and kind. `None` when the guest forgot it meanwhile.
     fn gone_entry(&self, id: u64, identity: &Identity) -> Option<Entry> {
-        let mut st = self
-            .inode_fd(id)
-            .and_then(|fd| sys::fstat(&*fd))
+        let open = self.handles().any_of(id);
+        let mut st = open
+            .map(|handle| sys::fstat(&*handle.file()))
+            .unwrap_or_else(|| self.inode_fd(id).and_then(|fd| sys::fstat(&*fd)))
             .ok()
             .filter(|st| Identity::of(st) == *identity)
             .unwrap_or_else(|| gone_attr(identity));
@@ -798,6 +803,16 @@ mod tests {
         fs.end_nudge(true);
         fs.unlink(&pid(1), ROOT_ID, &name("file")).unwrap();
         assert!(!dir.path().join("file").exists());
+        // And while an abandoned nudge is not known to be done, until it is.
+        std::fs::write(dir.path().join("other"), b"").unwrap();
+        fs.begin_nudge(&HostEdit::Created(root_dir(&dir), name("other")))
+            .unwrap();
+        fs.end_nudge(false);
+        let err = fs.unlink(&pid(1), ROOT_ID, &name("new2")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        fs.clear_abandoned();
+        let err = fs.unlink(&pid(1), ROOT_ID, &name("new2")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
     }
 
     /// A nudge guest-init did not answer in time, done late, edits nothing on the host.
