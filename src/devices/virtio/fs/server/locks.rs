@@ -651,13 +651,10 @@ mod tests {
 
     #[test]
     fn with_locks_in_the_guest_lock_requests_are_enosys() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("file"), b"").unwrap();
-        let config = ShareConfig {
+        let (_dir, fs) = super::super::tests::share_with_config(ShareConfig {
             host_locks: false,
             ..ShareConfig::default()
-        };
-        let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+        });
         let ctx = Context::new();
         let ino = fs.lookup(&ctx, 1, c"file").unwrap().inode;
         let fh = fs

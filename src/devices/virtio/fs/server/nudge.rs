@@ -585,14 +585,10 @@ mod tests {
     use super::*;
 
     fn share() -> (tempfile::TempDir, ShareFs) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("file"), b"0123456789").unwrap();
-        let config = ShareConfig {
+        super::super::tests::share_with_config(ShareConfig {
             watch_edits: true,
             ..ShareConfig::default()
-        };
-        let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
-        (dir, fs)
+        })
     }
 
     fn pid(pid: i32) -> Context {

@@ -14,6 +14,15 @@ fn share() -> (tempfile::TempDir, ShareFs) {
 }
 
 fn share_with(data_cache: DataCache) -> (tempfile::TempDir, ShareFs) {
+    share_with_config(ShareConfig {
+        data_cache,
+        ..ShareConfig::default()
+    })
+}
+
+/// A share of a new directory holding `file` ("0123456789", 0644) and `dir` (0755), served
+/// with `config` under small descriptor budgets; for the server's tests in other modules too.
+pub(super) fn share_with_config(config: ShareConfig) -> (tempfile::TempDir, ShareFs) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file"), b"0123456789").unwrap();
     // Explicit modes: `ShareFs::new` sets the process's umask to 0, and other tests make
@@ -36,8 +45,7 @@ fn share_with(data_cache: DataCache) -> (tempfile::TempDir, ShareFs) {
             open_handles: 8,
             pinned: 4,
         },
-        data_cache,
-        ..ShareConfig::default()
+        ..config
     };
     let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
     (dir, fs)
@@ -612,13 +620,10 @@ fn user_attributes_pass_and_the_hosts_own_stay_hidden() {
 
 #[test]
 fn with_locks_in_the_guest_no_lock_is_offered_and_flush_is_enosys() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("file"), b"").unwrap();
-    let config = ShareConfig {
+    let (_dir, fs) = share_with_config(ShareConfig {
         host_locks: false,
         ..ShareConfig::default()
-    };
-    let fs = ShareFs::new(&dir.path().canonicalize().unwrap(), config).unwrap();
+    });
     let offered = fs.init(FsOptions::all()).unwrap();
     assert!(!offered.intersects(FsOptions::POSIX_LOCKS | FsOptions::FLOCK_LOCKS));
     let file = fs.lookup(&ctx(), ROOT_ID, &name("file")).unwrap().inode;
