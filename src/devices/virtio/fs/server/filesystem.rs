@@ -63,7 +63,7 @@ impl FileSystem for ShareFs {
     ) -> io::Result<(libc::stat64, Duration)> {
         if valid.contains(SetattrValid::SIZE) {
             match self.nudged_modify(ctx.pid, inode) {
-                Part::Current => return self.do_getattr(inode, None),
+                Part::Current(_) => return self.do_getattr(inode, None),
                 Part::Late => return Err(io::Error::from_raw_os_error(libc::EPERM)),
                 Part::No => {}
             }
@@ -178,7 +178,7 @@ impl FileSystem for ShareFs {
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         let flags = match self.nudged_modify(ctx.pid, inode) {
             // The guest's write-open of a nudged modification: nothing is written.
-            Part::Current => flags & !(libc::O_ACCMODE as u32 | libc::O_TRUNC as u32),
+            Part::Current(_) => flags & !(libc::O_ACCMODE as u32 | libc::O_TRUNC as u32),
             Part::Late => return Err(io::Error::from_raw_os_error(libc::EACCES)),
             Part::No => {
                 let writes = flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;

@@ -145,12 +145,12 @@ pub(super) struct Nudges {
 }
 
 /// How a request of guest-init relates to the nudges.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) enum Part {
     /// Not a nudge's: served as anyone's.
     No,
-    /// The nudge under way's: answered as done.
-    Current,
+    /// The nudge under way's (the one matched): answered as done.
+    Current(Box<Pending>),
     /// An abandoned nudge's: refused.
     Late,
 }
@@ -395,8 +395,8 @@ impl ShareFs {
             return Part::No;
         }
         let nudges = self.nudges();
-        if nudges.pending.as_ref().is_some_and(&matches) {
-            Part::Current
+        if let Some(pending) = nudges.pending.as_ref().filter(|p| matches(p)) {
+            Part::Current(Box::new(pending.clone()))
         } else if nudges.abandoned.iter().any(matches) {
             Part::Late
         } else {
@@ -490,7 +490,7 @@ impl ShareFs {
         });
         match part {
             Part::No => None,
-            Part::Current => Some(self.lookup_entry(parent, name)),
+            Part::Current(_) => Some(self.lookup_entry(parent, name)),
             Part::Late => Some(Err(errno(libc::EEXIST))),
         }
     }
@@ -509,8 +509,8 @@ impl ShareFs {
         match part {
             Part::No => None,
             Part::Late => Some(Err(errno(libc::ENOENT))),
-            Part::Current => {
-                if let Some(Pending::Delete { id, .. }) = self.pending_for(pid) {
+            Part::Current(pending) => {
+                if let Pending::Delete { id, .. } = *pending {
                     let mut state = self.state();
                     state.inodes.remove_name(id, parent, name);
                     super::purge_dropped(&mut state);
@@ -534,8 +534,8 @@ impl ShareFs {
         match part {
             Part::No => None,
             Part::Late => Some(Err(errno(libc::ENOENT))),
-            Part::Current => {
-                if let Some(Pending::Move { id, replaced, .. }) = self.pending_for(pid) {
+            Part::Current(pending) => {
+                if let Pending::Move { id, replaced, .. } = *pending {
                     let mut state = self.state();
                     if let Some((other, _)) = replaced {
                         state.inodes.remove_name(other, new_parent, new_name);
