@@ -377,7 +377,7 @@ fn in_vm(
         debug: opts.debug,
         allow_software_kvm: false,
         shared_dir: Some(share.root.clone()),
-        share_config: shared_dir::share_config(bundle.spec.annotations().as_ref())?,
+        share_config: shared_dir::share_config_for(share, bundle.spec.annotations().as_ref())?,
         net_slots: net_slots.count,
         net_offloads: net_slots.offloads,
     })?;

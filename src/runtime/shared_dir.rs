@@ -106,6 +106,20 @@ pub fn share_config(
     })
 }
 
+/// [`share_config`] for `share`: the guest's own changes are noted for the host-edit watch
+/// only where there is a bind mount to watch (a share without binds skips that work on every
+/// changing request).
+pub fn share_config_for(
+    share: &SharedDir,
+    annotations: Option<&HashMap<String, String>>,
+) -> Result<ShareConfig, ShareError> {
+    let config = share_config(annotations)?;
+    Ok(ShareConfig {
+        watch_edits: config.watch_edits && !share.binds.is_empty(),
+        ..config
+    })
+}
+
 /// The assembled directory.
 #[derive(Debug)]
 pub struct SharedDir {
@@ -334,5 +348,22 @@ mod tests {
             }
         });
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn host_edits_are_watched_only_with_binds() {
+        let share = |binds: Vec<PathBuf>| SharedDir {
+            root: PathBuf::from("/share"),
+            binds,
+        };
+        assert!(!share_config_for(&share(vec![]), None).unwrap().watch_edits);
+        assert!(
+            share_config_for(&share(vec!["binds/0".into()]), None)
+                .unwrap()
+                .watch_edits
+        );
+        let off = HashMap::from([(ANNOTATION_WATCH.to_string(), "false".to_string())]);
+        let config = share_config_for(&share(vec!["binds/0".into()]), Some(&off)).unwrap();
+        assert!(!config.watch_edits);
     }
 }
