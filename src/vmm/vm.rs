@@ -25,7 +25,9 @@ use super::pause::{Gate, PauseError};
 use super::vcpu::{FirstEntry, StopReason, VcpuExited, VcpuThread, kick_signal};
 use crate::devices::legacy::console::{ConsoleOutput, ConsoleTail};
 use crate::devices::legacy::serial::{self, COM1_IRQ};
-use crate::devices::virtio::fs::{FsStats, LockCanceller, ShareConfig, ShareFs, VirtioFs};
+use crate::devices::virtio::fs::{
+    FsStats, LockCanceller, MAX_WORKERS_PER_QUEUE, ShareConfig, ShareFs, VirtioFs,
+};
 use crate::devices::virtio::mmio::{
     INTERRUPT_ACK_OFFSET, MMIO_WINDOW, MmioTransport, QUEUE_NOTIFY_OFFSET,
 };
@@ -42,6 +44,23 @@ pub const SHARE_TAG: &str = "runvm";
 /// Set to `0`, the NICs of the VMs built from then on never hand their queues to the
 /// kernel's vhost-net: the VMM moves every frame itself (for comparing both in one run).
 pub const VHOST_NET_ENV: &str = "RUNVM_VHOST_NET";
+
+/// Worker threads per request queue of the shared directory's device, unless
+/// [`FS_WORKERS_ENV`] says otherwise: two, so that a request waiting on the host does not
+/// hold up the next one the guest sent.
+pub const FS_WORKERS: usize = 2;
+/// Set to a number (0 to [`MAX_WORKERS_PER_QUEUE`]), the worker threads per request queue of
+/// the VMs built from then on; 0 serves the requests on the device's event loop, one at a
+/// time (for comparing them in one run).
+pub const FS_WORKERS_ENV: &str = "RUNVM_FS_WORKERS";
+
+/// The worker threads per request queue the environment asks for ([`FS_WORKERS_ENV`]).
+fn fs_workers() -> usize {
+    std::env::var(FS_WORKERS_ENV)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .map_or(FS_WORKERS, |n: usize| n.min(MAX_WORKERS_PER_QUEUE))
+}
 
 /// Whether the environment lets the NICs use vhost-net ([`VHOST_NET_ENV`]; on by default, and
 /// used only where `/dev/vhost-net` opens).
@@ -329,12 +348,13 @@ impl MicroVm {
         let mut fs_locks = None;
         let mut fs_share = None;
         if let Some(dir) = &config.shared_dir {
-            let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config).map_err(|e| {
-                VmError::Device {
+            // A request queue per vCPU: the guest sends each CPU's requests on its own.
+            let fs = VirtioFs::with_config(SHARE_TAG, dir, config.share_config)
+                .and_then(|fs| fs.with_queues(usize::from(config.vcpus), fs_workers()))
+                .map_err(|e| VmError::Device {
                     what: "virtio-fs",
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             fs_stats = Some(fs.stats());
             fs_locks = Some(fs.lock_canceller());
             fs_share = Some(fs.share_handle());

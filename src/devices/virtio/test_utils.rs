@@ -158,6 +158,11 @@ impl<'a> DriverQueues<'a> {
         avail.idx().store(idx.wrapping_add(1));
     }
 
+    /// Sets the available index of `queue` (a lying driver's).
+    pub(crate) fn set_avail_idx(&self, queue: usize, idx: u16) {
+        self.queues[queue].avail().idx().store(idx);
+    }
+
     /// The available index of `queue`: how many chains the driver has published.
     pub(crate) fn avail_idx(&self, queue: usize) -> u16 {
         self.queues[queue].avail().idx().load()

@@ -1,35 +1,36 @@
-//! The virtio-fs device: features, config space, activation, and the processing of its two
-//! queues (every available chain through the FUSE server), which the event handler calls.
+//! The virtio-fs device: features, config space, activation, and who serves its queues: the
+//! hiprio queue on the event loop (the event handler calls in), the request queues on their
+//! workers (`workers.rs`), or on the event loop too when the device has none.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use fuse_backend_rs::api::server::Server;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::lanes::{Lane, Pace, Serving, log_error};
 use super::lock_wait::{LockCanceller, LockWaits};
-use super::request::{FsServer, handle_chain};
-use super::server::{ShareConfig, ShareFs};
+use super::request::FsServer;
+use super::server::{ShareConfig, ShareFs, lock};
 use super::stats::FsStats;
-use super::{FsError, NUM_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
-use crate::devices::virtio::{
-    ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice, activation_queues,
-};
+use super::workers::{MAX_WORKERS_PER_QUEUE, Workers};
+use super::{FsError, HIPRIO_QUEUE, MAX_REQUEST_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
+use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
 use crate::vmm::GuestMemory;
 
-/// Maximum size of each queue (hiprio, request).
-const QUEUE_MAX_SIZES: [u16; NUM_QUEUES] = [QUEUE_SIZE; NUM_QUEUES];
-/// Chains handled per queue event before the device lets other events run.
+/// Chains served per queue event when the event loop serves a queue, before it lets other
+/// events run.
 const MAX_BATCH: usize = QUEUE_SIZE as usize;
 
 /// What the device works with once the driver has set it up.
 struct ActiveQueues {
-    mem: GuestMemory,
-    interrupt: Arc<dyn Interrupt>,
-    /// In queue index order: hiprio, request.
-    queues: [Queue; NUM_QUEUES],
+    serving: Arc<Serving>,
+    /// In queue index order: hiprio, then the request queues the driver set up.
+    lanes: Vec<Arc<Lane>>,
+    /// The request queues' workers; None when the event loop serves them.
+    workers: Option<Workers>,
 }
 
 /// A virtio-fs device sharing one host directory (see the module docs).
@@ -41,8 +42,12 @@ pub struct VirtioFs {
     /// How it is served (kept for the server a reset makes).
     config: ShareConfig,
     acked_features: u64,
+    /// The largest size of each queue: hiprio, then the request queues offered.
+    queue_max_sizes: Vec<u16>,
     queue_events: Vec<EventFd>,
-    server: FsServer,
+    /// Worker threads per request queue (0: the event loop serves them).
+    workers_per_queue: usize,
+    server: Arc<FsServer>,
     /// The file system behind `server`, for its figures.
     share: Arc<ShareFs>,
     active: Option<ActiveQueues>,
@@ -50,7 +55,9 @@ pub struct VirtioFs {
     /// What the requests cost, by opcode (kept across resets: one per device).
     stats: Arc<FsStats>,
     /// The SETLKW requests waiting for their locks.
-    lock_waits: LockWaits,
+    lock_waits: Arc<Mutex<LockWaits>>,
+    /// The event a lock wait's end signals.
+    lock_wait_event: Arc<EventFd>,
 }
 
 impl std::fmt::Debug for VirtioFs {
@@ -58,6 +65,7 @@ impl std::fmt::Debug for VirtioFs {
         f.debug_struct("VirtioFs")
             .field("tag", &self.tag())
             .field("shared_dir", &self.shared_dir)
+            .field("request_queues", &self.request_queues())
             .field("active", &self.active.is_some())
             .finish_non_exhaustive()
     }
@@ -70,7 +78,8 @@ impl VirtioFs {
         Self::with_config(tag, shared_dir, ShareConfig::default())
     }
 
-    /// [`VirtioFs::new`] with `config` (a smaller descriptor budget, other timeouts).
+    /// [`VirtioFs::new`] with `config` (a smaller descriptor budget, other timeouts). One
+    /// request queue with one worker; see [`VirtioFs::with_queues`].
     pub fn with_config(
         tag: &str,
         shared_dir: &Path,
@@ -92,24 +101,65 @@ impl VirtioFs {
         if !resolved.is_dir() {
             return Err(FsError::NotADirectory(shared_dir.to_path_buf()));
         }
-        let queue_events = (0..NUM_QUEUES)
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(FsError::QueueEvent)?;
         let (server, share) = new_server(&resolved, config)?;
-        Ok(VirtioFs {
+        let lock_waits = LockWaits::new().map_err(FsError::QueueEvent)?;
+        let lock_wait_event = lock_waits.event();
+        let mut device = VirtioFs {
             tag: tag_bytes,
             shared_dir: resolved,
             config,
             acked_features: 0,
-            queue_events,
+            queue_max_sizes: Vec::new(),
+            queue_events: Vec::new(),
+            workers_per_queue: 1,
             server,
             share,
             active: None,
             errors_seen: 0,
             stats: Arc::default(),
-            lock_waits: LockWaits::new().map_err(FsError::QueueEvent)?,
-        })
+            lock_waits: Arc::new(Mutex::new(lock_waits)),
+            lock_wait_event,
+        };
+        device.set_request_queues(1)?;
+        Ok(device)
+    }
+
+    /// The device with `request_queues` request queues offered (1 to
+    /// [`MAX_REQUEST_QUEUES`]; a guest kernel uses at most one per vCPU), each served by
+    /// `workers` threads of its own (at most [`MAX_WORKERS_PER_QUEUE`]; 0: on the event
+    /// loop, one request at a time). To be called before the device is attached.
+    pub fn with_queues(mut self, request_queues: usize, workers: usize) -> Result<Self, FsError> {
+        self.set_request_queues(request_queues.clamp(1, MAX_REQUEST_QUEUES))?;
+        self.workers_per_queue = workers.min(MAX_WORKERS_PER_QUEUE);
+        Ok(self)
+    }
+
+    fn set_request_queues(&mut self, request_queues: usize) -> Result<(), FsError> {
+        let queues = 1 + request_queues;
+        self.queue_events = (0..queues)
+            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(FsError::QueueEvent)?;
+        self.queue_max_sizes = vec![QUEUE_SIZE; queues];
+        Ok(())
+    }
+
+    /// The number of request queues offered.
+    pub fn request_queues(&self) -> usize {
+        self.queue_events.len().saturating_sub(1)
+    }
+
+    /// Whether the event loop serves the request queues (the device has no workers).
+    pub(super) fn loop_serves_requests(&self) -> bool {
+        self.workers_per_queue == 0
+    }
+
+    /// The worker threads running now.
+    pub fn workers(&self) -> usize {
+        self.active
+            .as_ref()
+            .and_then(|a| a.workers.as_ref())
+            .map_or(0, Workers::len)
     }
 
     /// The mount tag.
@@ -145,81 +195,33 @@ impl VirtioFs {
         self.queue_events.get(index)
     }
 
-    /// Answers every request the guest queued on queue `index`, then interrupts the guest if it
-    /// wants to be told. Does nothing before activation.
+    /// Serves the requests the guest queued on queue `index` on the calling thread (the
+    /// event loop), at most a batch of them. Does nothing before activation, nor for a
+    /// queue the driver did not set up.
     pub(super) fn process_queue(&mut self, index: usize) {
-        let Self {
-            active,
-            server,
-            share,
-            errors_seen,
-            queue_events,
-            stats,
-            lock_waits,
-            ..
-        } = self;
-        let Some(active) = active.as_mut() else {
+        let Some(active) = self.active.as_ref() else {
             return;
         };
-        let Some(queue) = active.queues.get_mut(index) else {
+        let Some(lane) = active.lanes.get(index) else {
             return;
         };
-        let mem = &active.mem;
-        let mut used = 0;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let started = Instant::now();
-            let completion = handle_chain(server, share, mem, index, chain);
-            stats.record(
-                completion.opcode,
-                completion.request_len,
-                completion.used_len,
-                started.elapsed(),
-                completion.error.is_some(),
-            );
-            if let Some(err) = completion.error {
-                log_error(errors_seen, &err);
-            }
-            let mut used_len = completion.used_len;
-            if let Some((lock, waiting)) = completion.wait {
-                match lock_waits.start(lock, waiting) {
-                    // Answered when the wait ends (`answer_lock_waits`).
-                    Ok(()) => continue,
-                    Err((errno, waiting)) => used_len = waiting.write_reply(mem, errno),
-                }
-            }
-            if let Err(err) = queue.add_used(mem, head, used_len) {
-                log_error(errors_seen, &err);
-            }
-            used += 1;
-            if used == MAX_BATCH {
-                // A guest refilling the queue as fast as we drain it must not starve the rest
-                // of the event loop: come back through the queue event.
-                if let Some(event) = queue_events.get(index)
-                    && let Err(err) = event.write(1)
-                {
-                    log_error(errors_seen, &err);
-                }
-                break;
-            }
-        }
-        if used > 0
-            && let Err(err) = super::super::notify_used(queue, mem, &*active.interrupt)
-        {
-            log_error(errors_seen, &err);
-        }
+        let pace = Pace {
+            batch: MAX_BATCH,
+            peers: false,
+        };
+        lane.serve(&active.serving, pace, &mut self.errors_seen);
     }
 }
 
 impl VirtioFs {
     /// The event a lock wait's end signals.
     pub(super) fn lock_wait_event(&self) -> &EventFd {
-        self.lock_waits.event()
+        &self.lock_wait_event
     }
 
     /// The SETLKW requests waiting now.
     pub fn lock_waits(&self) -> usize {
-        self.lock_waits.len()
+        lock(&self.lock_waits).len()
     }
 
     /// The server, shared, for the host-edit watch (`host_watch.rs`, `server/nudge.rs`).
@@ -229,46 +231,29 @@ impl VirtioFs {
 
     /// A handle that answers every SETLKW wait `EINTR` from another thread.
     pub fn lock_canceller(&self) -> LockCanceller {
-        self.lock_waits.canceller()
+        lock(&self.lock_waits).canceller()
     }
 
-    /// Answers the SETLKW requests whose waits ended, then interrupts the guest if it wants
+    /// Gives back the SETLKW requests whose waits ended, interrupting the guest if it wants
     /// to be told.
     pub(super) fn answer_lock_waits(&mut self) {
-        let ended = self.lock_waits.take_ended();
-        let Some(active) = self.active.as_mut() else {
+        let ended = lock(&self.lock_waits).take_ended();
+        let Some(active) = self.active.as_ref() else {
             return;
         };
-        let mem = &active.mem;
-        let mut touched = [false; NUM_QUEUES];
-        for (waiting, errno) in ended {
-            let Some(queue) = active.queues.get_mut(waiting.queue) else {
-                continue;
-            };
-            let used_len = waiting.write_reply(mem, errno);
-            if let Err(err) = queue.add_used(mem, waiting.head, used_len) {
-                log_error(&mut self.errors_seen, &err);
-            }
-            if let Some(t) = touched.get_mut(waiting.queue) {
-                *t = true;
-            }
-        }
-        for (queue, _) in active.queues.iter_mut().zip(touched).filter(|(_, t)| *t) {
-            if let Err(err) = super::super::notify_used(queue, mem, &*active.interrupt) {
-                log_error(&mut self.errors_seen, &err);
-            }
+        for lane in &active.lanes {
+            lane.give_back_waits(&active.serving, &ended, &mut self.errors_seen);
         }
     }
 }
 
 /// A FUSE server over a new [`ShareFs`] of `shared_dir`, and that file system.
-fn new_server(shared_dir: &Path, config: ShareConfig) -> Result<(FsServer, Arc<ShareFs>), FsError> {
+fn new_server(
+    shared_dir: &Path,
+    config: ShareConfig,
+) -> Result<(Arc<FsServer>, Arc<ShareFs>), FsError> {
     let share = Arc::new(ShareFs::new(shared_dir, config).map_err(FsError::Backend)?);
-    Ok((Server::new(Arc::clone(&share)), share))
-}
-
-fn log_error(errors_seen: &mut u32, err: &dyn std::fmt::Display) {
-    super::super::log_guest_error("virtio-fs", errors_seen, err);
+    Ok((Arc::new(Server::new(Arc::clone(&share))), share))
 }
 
 impl VirtioDevice for VirtioFs {
@@ -277,11 +262,11 @@ impl VirtioDevice for VirtioFs {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &QUEUE_MAX_SIZES
+        &self.queue_max_sizes
     }
 
     fn device_features(&self) -> u64 {
-        VIRTIO_F_VERSION_1
+        VIRTIO_F_VERSION_1 | (1 << VIRTIO_RING_F_EVENT_IDX)
     }
 
     fn ack_features(&mut self, features: u64) {
@@ -293,7 +278,8 @@ impl VirtioDevice for VirtioFs {
         let mut config = [0u8; super::CONFIG_SIZE];
         let (tag, num_request_queues) = config.split_at_mut(TAG_MAX_LEN);
         tag.copy_from_slice(&self.tag);
-        num_request_queues.copy_from_slice(&1u32.to_le_bytes());
+        let offered = u32::try_from(self.request_queues()).unwrap_or(1);
+        num_request_queues.copy_from_slice(&offered.to_le_bytes());
         super::super::read_config_bytes(&config, offset, data);
     }
 
@@ -309,13 +295,48 @@ impl VirtioDevice for VirtioFs {
         &mut self,
         mem: GuestMemory,
         interrupt: Arc<dyn Interrupt>,
-        queues: Vec<Queue>,
+        mut queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        let queues = activation_queues(self.active.is_some(), queues)?;
-        self.active = Some(ActiveQueues {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        // Hiprio and at least one request queue; the driver may use fewer request queues
+        // than offered (one per vCPU at most).
+        if !(2..=self.queue_events.len()).contains(&queues.len()) {
+            return Err(ActivateError::QueueCount {
+                expected: self.queue_events.len(),
+                got: queues.len(),
+            });
+        }
+        let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let lanes = queues
+            .drain(..)
+            .zip(&self.queue_events)
+            .enumerate()
+            .map(|(index, (mut queue, event))| {
+                queue.set_event_idx(event_idx);
+                Lane::new(index, queue, event).map(Arc::new)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let serving = Arc::new(Serving {
             mem,
             interrupt,
-            queues,
+            server: Arc::clone(&self.server),
+            share: Arc::clone(&self.share),
+            stats: Arc::clone(&self.stats),
+            lock_waits: Arc::clone(&self.lock_waits),
+        });
+        let workers = match self.workers_per_queue {
+            0 => None,
+            per_lane => {
+                let requests = lanes.get(HIPRIO_QUEUE + 1..).unwrap_or_default();
+                Some(Workers::start(&serving, requests, per_lane)?)
+            }
+        };
+        self.active = Some(ActiveQueues {
+            serving,
+            lanes,
+            workers,
         });
         // Requests the driver queued before it finished activating are waiting.
         for event in &self.queue_events {
@@ -331,6 +352,8 @@ impl VirtioDevice for VirtioFs {
         // FUSE_INIT again.
         match new_server(&self.shared_dir, self.config) {
             Ok((server, share)) => {
+                // The workers are stopped (joined) first: none serves the old session after.
+                self.active = None;
                 self.server = server;
                 self.share = share;
             }
@@ -341,7 +364,7 @@ impl VirtioDevice for VirtioFs {
         }
         self.active = None;
         self.acked_features = 0;
-        self.lock_waits.forget();
+        lock(&self.lock_waits).forget();
         true
     }
 }

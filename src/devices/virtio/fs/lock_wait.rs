@@ -133,8 +133,8 @@ impl LockWaits {
     }
 
     /// The event a wait's end signals.
-    pub(super) fn event(&self) -> &EventFd {
-        &self.event
+    pub(super) fn event(&self) -> Arc<EventFd> {
+        Arc::clone(&self.event)
     }
 
     /// Starts waiting for `lock` on a thread; `chain` is answered when it ends. When it

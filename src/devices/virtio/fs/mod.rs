@@ -6,7 +6,9 @@
 //!
 //! The device is shaped like the other virtio devices:
 //! - `device.rs`: the [`VirtioDevice`](super::VirtioDevice) impl and the queue processing;
-//! - `event_handler.rs`: the event-loop side (the two queue events, the lock waits' event);
+//! - `event_handler.rs`: the event-loop side (the hiprio queue's event, the lock waits' event);
+//! - `lanes.rs`: one queue, and the serving of its chains by whichever thread serves it;
+//! - `workers.rs`: the request queues' worker threads;
 //! - `lock_wait.rs`: SETLKW, a lock the guest waits for, waited for on a thread of its own
 //!   while its chain stays unanswered;
 //! - `request.rs`: one descriptor chain through the FUSE server, with a screen in front of it
@@ -30,10 +32,15 @@
 //! (`open_by_handle_at`) are never used: they resolve on the whole file system, ignoring the
 //! share's boundary, and overlayfs cannot decode them.
 //!
-//! **Blocking.** Requests are served on the thread of the event loop the device is on (the VM
-//! gives the shared directory a loop of its own, `vmm-files`, apart from the network's and
-//! the agent's), one at a time, except a lock the guest waits for (`lock_wait.rs`); their host
-//! I/O blocks that thread for as long as the host file system takes.
+//! **Threads.** The device offers several request queues (the guest kernel uses one per vCPU
+//! at most) and serves each on worker threads of its own (`workers.rs`), several requests of
+//! a queue at once, answered out of order; a request's host I/O blocks only its worker. The
+//! hiprio queue (FORGET) and the lock waits' ends are served on the event loop the device is
+//! on (the VM gives the shared directory a loop of its own, `vmm-files`, apart from the
+//! network's and the agent's); a device configured without workers serves its request
+//! queues there too, one request at a time. A lock the guest waits for is waited for on a
+//! thread of its own (`lock_wait.rs`). The server is shared by all of them: its state is
+//! behind mutexes (`server/`).
 //!
 //! **Process-wide effects.** The server sets the process umask to 0 when it is created (the
 //! guest's modes must reach the host unchanged), and it switches the calling thread's effective
@@ -48,12 +55,14 @@
 mod device;
 mod event_handler;
 mod host_watch;
+mod lanes;
 mod lock_wait;
 mod request;
 mod server;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod workers;
 
 use std::io;
 use std::path::PathBuf;
@@ -66,13 +75,14 @@ pub use server::{
     ShareConfig, ShareFs, VMM_MARGIN,
 };
 pub use stats::{FsStats, OpcodeStats};
+pub use workers::MAX_WORKERS_PER_QUEUE;
 
-/// Number of queues: hiprio and one request queue.
-pub const NUM_QUEUES: usize = 2;
 /// Index of the high-priority queue (FORGET, INTERRUPT).
 pub const HIPRIO_QUEUE: usize = 0;
-/// Index of the (only) request queue.
+/// Index of the first request queue (the others follow it).
 pub const REQUEST_QUEUE: usize = 1;
+/// The most request queues a device offers.
+pub const MAX_REQUEST_QUEUES: usize = 8;
 /// The largest size of each queue.
 pub const QUEUE_SIZE: u16 = 1024;
 /// The longest mount tag, in bytes (`virtio_fs_config.tag`).

@@ -15,7 +15,9 @@ use fuse_backend_rs::abi::fuse_abi::{
     AttrOut, CreateIn, EntryOut, GetattrIn, InHeader, InitIn, InitIn2, InitOut, Opcode, OpenIn,
     OpenOut, OutHeader, ROOT_ID, ReadIn, WriteIn, WriteOut,
 };
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -29,9 +31,10 @@ mod escape;
 mod hostile;
 mod locks;
 mod scale;
+mod workers;
 
 const MEM_SIZE: usize = 4 << 20;
-const QUEUE_ADDRS: [u64; NUM_QUEUES] = [0x0, 0x1_0000];
+const QUEUE_ADDRS: [u64; 2] = [0x0, 0x1_0000];
 /// Where the guest puts a request (device-readable).
 const REQUEST_ADDR: u64 = 0x10_0000;
 /// Where the guest puts the buffer for the reply (device-writable), and its size.
@@ -77,6 +80,8 @@ struct TestGuest<'a> {
     interrupt: Arc<CountingInterrupt>,
     /// When set, queue notifications go through a real event manager.
     event_manager: Option<EventManager<Arc<Mutex<VirtioFs>>>>,
+    /// Whether the device serves its request queues on workers (answers come later).
+    workers: bool,
     next_unique: u64,
 }
 
@@ -86,12 +91,21 @@ impl<'a> TestGuest<'a> {
         Self::inactive_with(mem, share, ShareConfig::default())
     }
 
-    /// A device sharing `share` served with `config`, not yet activated.
+    /// A device sharing `share` served with `config`, not yet activated. It has no workers:
+    /// the test serves its one request queue on its own thread (`workers.rs` tests them).
     fn inactive_with(mem: &'a GuestMemoryMmap, share: &Path, config: ShareConfig) -> Self {
-        let device = VirtioFs::with_config(TAG, share, config).unwrap();
+        let device = VirtioFs::with_config(TAG, share, config)
+            .and_then(|fs| fs.with_queues(1, 0))
+            .unwrap();
+        Self::inactive_device(mem, device, &QUEUE_ADDRS)
+    }
+
+    /// `device`, not yet activated, with the driver's queues at `queue_addrs`.
+    fn inactive_device(mem: &'a GuestMemoryMmap, device: VirtioFs, queue_addrs: &[u64]) -> Self {
         TestGuest {
             mem,
-            queues: DriverQueues::new(mem, &QUEUE_ADDRS, QUEUE_SIZE),
+            queues: DriverQueues::new(mem, queue_addrs, QUEUE_SIZE),
+            workers: device.request_queues() > 0 && !device.loop_serves_requests(),
             device: Arc::new(Mutex::new(device)),
             interrupt: Arc::new(CountingInterrupt::default()),
             event_manager: None,
@@ -125,11 +139,37 @@ impl<'a> TestGuest<'a> {
         self.queues.store(queue, 0, descs);
         self.queues.publish(queue, 0);
         self.notify(queue);
+        if self.workers && queue != HIPRIO_QUEUE {
+            // A worker answers on its own thread.
+            return self.wait_used(queue, 1);
+        }
         self.take_used(queue)
     }
 
-    /// Notifies `queue`, through the event manager if there is one.
+    /// Notifies `queue` by its event, as the transport's ioeventfd does.
+    fn kick(&self, queue: usize) {
+        self.dev().queue_events()[queue].write(1).unwrap();
+    }
+
+    /// The used lengths of the next `count` chains `queue` completes (waiting for the
+    /// workers, at most 10 s).
+    fn wait_used(&mut self, queue: usize, count: usize) -> Vec<u32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut used = Vec::new();
+        while used.len() < count && std::time::Instant::now() < deadline {
+            used.extend(self.take_used(queue));
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        used
+    }
+
+    /// Notifies `queue`, through the event manager if there is one, by its event if workers
+    /// serve it.
     fn notify(&mut self, queue: usize) {
+        if self.workers && queue != HIPRIO_QUEUE {
+            self.kick(queue);
+            return;
+        }
         match self.event_manager.as_mut() {
             Some(manager) => {
                 self.device.lock().unwrap().queue_events()[queue]
@@ -317,7 +357,10 @@ fn config_space_features_and_queues() {
     let share = share_with_file();
     let device = VirtioFs::new(TAG, share.path()).unwrap();
     assert_eq!(device.device_type(), TYPE_FS);
-    assert_eq!(device.device_features(), VIRTIO_F_VERSION_1);
+    assert_eq!(
+        device.device_features(),
+        VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX
+    );
     assert_eq!(device.queue_max_sizes(), &[1024, 1024]);
     assert_eq!(device.queue_events().len(), 2);
     assert_eq!(device.tag(), TAG);

@@ -76,6 +76,48 @@ pub(super) struct HandleTable {
     capacity: usize,
     /// The lock owners' descriptions open (`locks.rs`): they count against `capacity`.
     lock_files: Arc<AtomicUsize>,
+    /// Places taken by opens under way ([`HandleSlot`]): they count against `capacity`.
+    reserved: usize,
+}
+
+/// A place in the table taken before a file is opened: requests are served on several
+/// threads, and an open that found room must not find it gone once it has created or
+/// truncated the file. Given back when dropped unfilled.
+#[derive(Debug)]
+pub(super) struct HandleSlot<'a> {
+    table: &'a Mutex<HandleTable>,
+    filled: bool,
+}
+
+impl HandleSlot<'_> {
+    /// A place in `table`, or `Err(EMFILE)` if there is none now.
+    pub(super) fn take(table: &Mutex<HandleTable>) -> io::Result<HandleSlot<'_>> {
+        let mut handles = lock(table);
+        handles.check_room()?;
+        handles.reserved += 1;
+        Ok(HandleSlot {
+            table,
+            filled: false,
+        })
+    }
+
+    /// Keeps `file`, opened from `inode` with `flags`, in the place; returns its handle
+    /// number.
+    pub(super) fn fill(mut self, inode: u64, file: File, flags: u32) -> u64 {
+        self.filled = true;
+        let mut handles = lock(self.table);
+        handles.reserved = handles.reserved.saturating_sub(1);
+        handles.insert(inode, file, flags)
+    }
+}
+
+impl Drop for HandleSlot<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            let mut handles = lock(self.table);
+            handles.reserved = handles.reserved.saturating_sub(1);
+        }
+    }
 }
 
 impl HandleTable {
@@ -86,6 +128,7 @@ impl HandleTable {
             next: 1,
             capacity,
             lock_files: Arc::default(),
+            reserved: 0,
         }
     }
 
@@ -94,18 +137,19 @@ impl HandleTable {
         self.handles.len()
     }
 
-    /// `Err(EMFILE)` if no other handle can be opened now (checked before opening a file).
+    /// `Err(EMFILE)` if no other handle can be opened now (opens under way included).
     pub(super) fn check_room(&self) -> io::Result<()> {
-        if self.handles.len() + self.lock_files.load(Ordering::SeqCst) >= self.capacity {
+        let taken = self.handles.len() + self.lock_files.load(Ordering::SeqCst) + self.reserved;
+        if taken >= self.capacity {
             Err(errno(libc::EMFILE))
         } else {
             Ok(())
         }
     }
 
-    /// Keeps `file`, opened from `inode` with `flags`; returns its handle number.
-    pub(super) fn insert(&mut self, inode: u64, file: File, flags: u32) -> io::Result<u64> {
-        self.check_room()?;
+    /// Keeps `file`, opened from `inode` with `flags`, in a place taken for it; returns its
+    /// handle number.
+    fn insert(&mut self, inode: u64, file: File, flags: u32) -> u64 {
         let fh = self.next;
         self.next = self.next.wrapping_add(1).max(1);
         let handle = OpenHandle {
@@ -116,7 +160,7 @@ impl HandleTable {
             dir: Mutex::new(DirStream::default()),
         };
         self.handles.insert(fh, Arc::new(handle));
-        Ok(fh)
+        fh
     }
 
     /// Handle `fh` if it was opened from `inode`, else `EBADF`.
@@ -167,14 +211,15 @@ mod tests {
 
     #[test]
     fn handles_are_bounded_and_tied_to_their_inode() {
-        let mut table = HandleTable::new(2);
-        let a = table.insert(5, file(), 0).unwrap();
-        let b = table.insert(6, file(), 0).unwrap();
+        let table = Mutex::new(HandleTable::new(2));
+        let a = HandleSlot::take(&table).unwrap().fill(5, file(), 0);
+        let b = HandleSlot::take(&table).unwrap().fill(6, file(), 0);
         assert_ne!(a, b);
         assert_eq!(
-            table.insert(7, file(), 0).unwrap_err().raw_os_error(),
+            HandleSlot::take(&table).unwrap_err().raw_os_error(),
             Some(libc::EMFILE)
         );
+        let mut table = table.into_inner().unwrap();
         assert!(table.get(a, 5).is_ok());
         assert_eq!(
             table.get(a, 6).unwrap_err().raw_os_error(),
@@ -189,5 +234,24 @@ mod tests {
         assert!(table.check_room().is_ok());
         table.clear();
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_place_taken_for_an_open_counts_until_filled_or_given_back() {
+        let table = Mutex::new(HandleTable::new(2));
+        let first = HandleSlot::take(&table).unwrap();
+        let second = HandleSlot::take(&table).unwrap();
+        // Two opens under way hold both places: a third finds none before opening anything.
+        assert_eq!(
+            HandleSlot::take(&table).unwrap_err().raw_os_error(),
+            Some(libc::EMFILE)
+        );
+        let fh = first.fill(5, file(), 0);
+        drop(second);
+        assert_eq!(lock(&table).len(), 1);
+        // The place the failed open took is free again.
+        let third = HandleSlot::take(&table).unwrap().fill(6, file(), 0);
+        assert_ne!(fh, third);
+        assert!(HandleSlot::take(&table).is_err());
     }
 }

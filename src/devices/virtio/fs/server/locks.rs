@@ -129,6 +129,7 @@ impl LockTable {
     }
 
     /// The number of owners' descriptions held.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.files.len()
     }
@@ -306,13 +307,22 @@ impl ShareFs {
             if let Some(file) = self.locks().files.get(&key) {
                 return Ok(Arc::clone(file));
             }
-            if self.locks().len() >= MAX_LOCK_FILES || handles.check_room().is_err() {
+            let counted = handles.lock_files();
+            if counted.load(Ordering::SeqCst) >= MAX_LOCK_FILES || handles.check_room().is_err() {
                 return Err(errno(libc::ENOLCK));
             }
-            (handle, handles.lock_files())
+            // Counted before the handles' lock is let go: another thread's check sees it
+            // (requests are served on several threads).
+            counted.fetch_add(1, Ordering::SeqCst);
+            (handle, counted)
         };
-        let file = reopen_like(&self.proc_self_fd, &handle.file())?;
-        counted.fetch_add(1, Ordering::SeqCst);
+        let file = match reopen_like(&self.proc_self_fd, &handle.file()) {
+            Ok(file) => file,
+            Err(err) => {
+                counted.fetch_sub(1, Ordering::SeqCst);
+                return Err(err);
+            }
+        };
         let file = Arc::new(LockFile {
             file,
             dropped: AtomicBool::new(false),

@@ -13,6 +13,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 
 use super::creds::ScopedCreds;
+use super::handles::HandleSlot;
 use super::inodes::Identity;
 use super::killpriv;
 use super::sys::{self, errno};
@@ -54,7 +55,7 @@ impl ShareFs {
         fuse_flags: u32,
         dir: bool,
     ) -> io::Result<(u64, OpenOptions)> {
-        self.handles().check_room()?;
+        let slot = HandleSlot::take(&self.handles)?;
         let mut host_flags = host_open_flags(flags);
         if dir {
             host_flags |= libc::O_DIRECTORY;
@@ -64,7 +65,7 @@ impl ShareFs {
             killpriv::kill_open(&file)?;
             st = sys::fstat(&file)?;
         }
-        let fh = self.handles().insert(id, file, flags)?;
+        let fh = slot.fill(id, file, flags);
         // Only once the OPEN is sure to succeed: the stamp says what the guest's cache holds
         // after this answer, which a failed OPEN never gives.
         Ok((fh, self.open_cache_options(id, &st)))
@@ -81,7 +82,7 @@ impl ShareFs {
         args: &CreateIn,
     ) -> io::Result<(Entry, u64)> {
         check_name(name)?;
-        self.handles().check_room()?;
+        let slot = HandleSlot::take(&self.handles)?;
         let dir = self.inode_fd(parent)?;
         let flags = host_open_flags(args.flags);
         let mode = args.mode & !(args.umask & 0o777);
@@ -119,7 +120,7 @@ impl ShareFs {
                     Ok(file)
                 }),
         };
-        let fh = opened.and_then(|file| self.handles().insert(entry.inode, file, args.flags));
+        let fh = opened.map(|file| slot.fill(entry.inode, file, args.flags));
         match fh {
             Ok(fh) => Ok((entry, fh)),
             Err(err) => {
@@ -188,9 +189,12 @@ impl ShareFs {
         self.note_release(id, &handle);
         // No guest process can hold a lock on a file it has no handle of: the inode's last
         // release ends its owners' descriptions (locks.rs).
-        let locked = self.locks().has_inode(id);
-        if locked && !self.handles().has_inode(id) {
-            self.locks().remove_inode(id);
+        // Under the handles' lock (then the locks', their order): an OPEN of the inode on
+        // another thread, whose lock would be taken with the handle in the table, waits.
+        let handles = self.handles();
+        let mut locks = self.locks();
+        if locks.has_inode(id) && !handles.has_inode(id) {
+            locks.remove_inode(id);
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use fuse_backend_rs::api::filesystem::{Context, Entry};
 
 use super::creds::ScopedCreds;
 use super::inodes::Identity;
-use super::resolve::open_checked;
+use super::resolve::{State, open_checked};
 use super::sys::{self, errno};
 use super::{ShareFs, check_name, purge_dropped};
 
@@ -100,9 +100,12 @@ impl ShareFs {
     pub(super) fn do_remove(&self, parent: u64, name: &CStr, flags: libc::c_int) -> io::Result<()> {
         check_name(name)?;
         let dir = self.inode_fd(parent)?;
-        let loss = self.prepare_loss(&dir, parent, name);
+        // The table is held from before the name goes until it has forgotten it (see
+        // `do_rename`).
+        let mut state = self.state();
+        let loss = prepare_loss(&mut state, &dir, parent, name);
         let result = sys::unlinkat(&*dir, name, flags);
-        self.finish_loss(loss, parent, name, result.is_ok());
+        finish_loss(&mut state, loss, parent, name, result.is_ok());
         result
     }
 
@@ -123,23 +126,28 @@ impl ShareFs {
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let old_dir = self.inode_fd(old_parent)?;
         let new_dir = self.inode_fd(new_parent)?;
-        let moved = self.known_at(&old_dir, old_name);
-        let other = self.known_at(&new_dir, new_name);
+        // The table is held from before the names change on the host until it has followed
+        // them: a walk of another request meanwhile (requests are served on several threads)
+        // would find the host's new names and the table's old ones, and answer ESTALE for a
+        // file that is there; an inode number the host reuses meanwhile would be taken for
+        // the one that went.
+        let mut state = self.state();
+        let moved = known_at(&state, &old_dir, old_name);
+        let other = known_at(&state, &new_dir, new_name);
         // Two names of one inode: the kernel does nothing, nor do we.
         let same = moved.is_some() && moved == other;
         let loss = if exchange || same {
             None
         } else {
-            self.prepare_loss(&new_dir, new_parent, new_name)
+            prepare_loss(&mut state, &new_dir, new_parent, new_name)
         };
         let result = sys::renameat2(&*old_dir, old_name, &*new_dir, new_name, flags);
         if same || result.is_err() {
-            self.finish_loss(loss, new_parent, new_name, false);
+            finish_loss(&mut state, loss, new_parent, new_name, false);
             return result;
         }
         // The replaced inode (if any) loses the new name first, then names move.
-        self.finish_loss(loss, new_parent, new_name, true);
-        let mut state = self.state();
+        finish_loss(&mut state, loss, new_parent, new_name, true);
         if let Some(id) = moved {
             state.inodes.add_name(id, new_parent, new_name);
         }
@@ -155,51 +163,49 @@ impl ShareFs {
         purge_dropped(&mut state);
         Ok(())
     }
+}
 
-    /// The known inode that `name` in `dir` is now, if any.
-    fn known_at(&self, dir: &OwnedFd, name: &CStr) -> Option<u64> {
-        let st = sys::stat_at(dir, name).ok()?;
-        self.state().inodes.find(&Identity::of(&st))
+/// The known inode that `name` in `dir` is now, if any.
+fn known_at(state: &State, dir: &OwnedFd, name: &CStr) -> Option<u64> {
+    let st = sys::stat_at(dir, name).ok()?;
+    state.inodes.find(&Identity::of(&st))
+}
+
+/// Before `name` in `parent` goes: the known inode it is, with its descriptor pinned if the
+/// guest still references it and knows it by no other name.
+fn prepare_loss(state: &mut State, dir: &Arc<OwnedFd>, parent: u64, name: &CStr) -> Option<Loss> {
+    let st = sys::stat_at(&**dir, name).ok()?;
+    let identity = Identity::of(&st);
+    let id = state.inodes.find(&identity)?;
+    if !state.inodes.needs_pin(id, parent, name) {
+        return Some(Loss { id, pinned: false });
     }
-
-    /// Before `name` in `parent` goes: the known inode it is, with its descriptor pinned if
-    /// the guest still references it and knows it by no other name.
-    fn prepare_loss(&self, dir: &Arc<OwnedFd>, parent: u64, name: &CStr) -> Option<Loss> {
-        let st = sys::stat_at(&**dir, name).ok()?;
-        let identity = Identity::of(&st);
-        let mut state = self.state();
-        let id = state.inodes.find(&identity)?;
-        if !state.inodes.needs_pin(id, parent, name) {
-            return Some(Loss { id, pinned: false });
+    let fd = match state.cache.remove(id) {
+        Some(fd) => Some(fd),
+        None => open_checked(dir, name, &identity).ok(),
+    };
+    let pinned = match fd {
+        Some(fd) if state.inodes.pin(id, Arc::clone(&fd)) => true,
+        Some(fd) => {
+            state.cache.insert(id, fd);
+            false
         }
-        let fd = match state.cache.remove(id) {
-            Some(fd) => Some(fd),
-            None => open_checked(dir, name, &identity).ok(),
-        };
-        let pinned = match fd {
-            Some(fd) if state.inodes.pin(id, Arc::clone(&fd)) => true,
-            Some(fd) => {
-                state.cache.insert(id, fd);
-                false
-            }
-            None => false,
-        };
-        Some(Loss { id, pinned })
-    }
+        None => false,
+    };
+    Some(Loss { id, pinned })
+}
 
-    /// After the name went (`done`), or did not: the table forgets it, or the pin is undone.
-    fn finish_loss(&self, loss: Option<Loss>, parent: u64, name: &CStr, done: bool) {
-        let Some(loss) = loss else {
-            return;
-        };
-        let mut state = self.state();
-        if done {
-            state.inodes.remove_name(loss.id, parent, name);
-            purge_dropped(&mut state);
-        } else if loss.pinned
-            && let Some(fd) = state.inodes.unpin(loss.id)
-        {
-            state.cache.insert(loss.id, fd);
-        }
+/// After the name went (`done`), or did not: the table forgets it, or the pin is undone.
+fn finish_loss(state: &mut State, loss: Option<Loss>, parent: u64, name: &CStr, done: bool) {
+    let Some(loss) = loss else {
+        return;
+    };
+    if done {
+        state.inodes.remove_name(loss.id, parent, name);
+        purge_dropped(state);
+    } else if loss.pinned
+        && let Some(fd) = state.inodes.unpin(loss.id)
+    {
+        state.cache.insert(loss.id, fd);
     }
 }

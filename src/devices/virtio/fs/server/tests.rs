@@ -656,3 +656,45 @@ fn without_xattrs_every_attribute_request_is_enosys() {
     enosys(fs.listxattr(&ctx(), file, 64).map(drop));
     enosys(fs.removexattr(&ctx(), file, &name("user.a")));
 }
+
+#[test]
+fn a_rename_on_one_thread_never_fails_a_walk_on_another() {
+    // Requests are served on several threads: a walk down to an evicted inode (the cache
+    // holds 4 descriptors here) must never see the host's names changed and the table's not.
+    let (dir, fs) = share();
+    fs.init(FsOptions::all()).unwrap();
+    std::fs::write(dir.path().join("dir/inner"), b"x").unwrap();
+    for i in 0..8 {
+        std::fs::write(dir.path().join(format!("other{i}")), b"y").unwrap();
+    }
+    let moving = fs.lookup(&ctx(), ROOT_ID, &name("dir")).unwrap().inode;
+    let inner = fs.lookup(&ctx(), moving, &name("inner")).unwrap().inode;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let failures = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..300 {
+                fs.rename(&ctx(), ROOT_ID, &name("dir"), ROOT_ID, &name("moved"), 0)
+                    .unwrap();
+                fs.rename(&ctx(), ROOT_ID, &name("moved"), ROOT_ID, &name("dir"), 0)
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let walker = scope.spawn(|| {
+            let mut failures = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // Other lookups push the directory's and the file's descriptors out.
+                for i in 0..8 {
+                    fs.lookup(&ctx(), ROOT_ID, &name(&format!("other{i}")))
+                        .unwrap();
+                }
+                if let Err(err) = fs.getattr(&ctx(), inner, None) {
+                    failures.push(err.raw_os_error());
+                }
+            }
+            failures
+        });
+        walker.join().unwrap()
+    });
+    assert!(failures.is_empty(), "walks failed: {failures:?}");
+}

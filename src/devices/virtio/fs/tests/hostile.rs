@@ -115,6 +115,31 @@ fn forgets_on_the_hiprio_queue_need_no_reply() {
     assert_still_works(&mut guest);
 }
 
+#[test]
+fn an_available_index_beyond_the_ring_stops_the_serving_thread() {
+    let share = share_with_file();
+    let mem = test_memory();
+    let mut guest = TestGuest::new(&mem, share.path());
+    let published = guest.queues.avail_idx(REQUEST_QUEUE);
+    // More chains than the queue holds: no chain can be taken, however often it looks.
+    guest
+        .queues
+        .set_avail_idx(REQUEST_QUEUE, published.wrapping_add(QUEUE_SIZE + 5));
+    let device = Arc::clone(&guest.device);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        device.lock().unwrap().handle_queue_event(REQUEST_QUEUE);
+        let _ = done.send(());
+    });
+    assert!(
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .is_ok(),
+        "the serving thread spins on the lying ring"
+    );
+    assert!(guest.queues.take_used(REQUEST_QUEUE).is_empty());
+}
+
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Xorshift(u64);
 
