@@ -367,7 +367,11 @@ impl MmioTransport {
             .zip(&self.bad_size)
             .filter(|(q, _)| q.ready())
             .all(|(q, bad)| !bad && q.is_valid(&self.mem));
-        if !all_valid {
+        // The ready queues must be the first ones: the device gets them in order without
+        // their indexes (a device may work with fewer than it offers, never with a gap).
+        let prefix = self.queues.iter().take_while(|q| q.ready()).count();
+        let gap = self.queues.iter().skip(prefix).any(|q| q.ready());
+        if !all_valid || gap {
             self.needs_reset();
             return;
         }

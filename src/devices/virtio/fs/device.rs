@@ -358,6 +358,8 @@ impl VirtioDevice for VirtioFs {
                 self.share = share;
             }
             Err(err) => {
+                // The old rings are the driver's again: nothing serves them any more.
+                self.active = None;
                 log_error(&mut self.errors_seen, &err);
                 return false;
             }

@@ -12,8 +12,8 @@
 //! for a burst and not for each chain), and a thread that finds the queue empty arms it and
 //! looks once more: a chain published meanwhile is never left without a notification. A
 //! thread that takes a chain while more are waiting wakes one of its peers. An interrupt
-//! follows every chain given back, unless the driver asked for none (its flag, or
-//! `used_event` with event indexes).
+//! follows every chain given back, unless the driver asked for none with event indexes
+//! (`used_event`; virtio-queue does not honour the ring's no-interrupt flag).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

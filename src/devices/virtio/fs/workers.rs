@@ -9,7 +9,8 @@
 //! `EPOLLEXCLUSIVE`: an exclusive wake-up can land in the epoll set of a worker busy with a
 //! request, and the chain then waits for that request although a peer sleeps. Stopping (a reset, the device dropped) signals
 //! the stop event and joins every worker: a worker in the middle of a request finishes it
-//! first, so no thread outlives the queues it served.
+//! and at most the rest of its batch of chains first, so no thread outlives the queues it
+//! served.
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::QUEUE_SIZE;
 use super::lanes::{Lane, Pace, Serving, log_error};
 
 /// The most worker threads for one request queue.
@@ -46,8 +48,10 @@ impl Workers {
             stop: Arc::new(EventFd::new(libc::EFD_NONBLOCK)?),
             threads: Vec::new(),
         };
+        // Bounded: a guest refilling the queue as fast as it is drained must not keep a
+        // worker from seeing the stop event (a reset joins the workers).
         let pace = Pace {
-            batch: usize::MAX,
+            batch: usize::from(QUEUE_SIZE),
             peers: per_lane > 1,
         };
         for lane in lanes {

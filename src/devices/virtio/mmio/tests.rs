@@ -20,6 +20,8 @@ struct Dummy {
     interrupt: Option<Arc<dyn Interrupt>>,
     config: [u8; 8],
     resettable: bool,
+    /// Whether it works with its first queues only (as virtio-fs with fewer request queues).
+    accepts_fewer: bool,
 }
 
 impl Dummy {
@@ -35,6 +37,7 @@ impl Dummy {
             interrupt: None,
             config: *b"abcdefgh",
             resettable: true,
+            accepts_fewer: false,
         }))
     }
 }
@@ -71,7 +74,8 @@ impl VirtioDevice for Dummy {
         interrupt: Arc<dyn Interrupt>,
         queues: Vec<Queue>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != self.max_sizes.len() {
+        let fewer_ok = self.accepts_fewer && (1..self.max_sizes.len()).contains(&queues.len());
+        if queues.len() != self.max_sizes.len() && !fewer_ok {
             return Err(ActivateError::QueueCount {
                 expected: self.max_sizes.len(),
                 got: queues.len(),
@@ -292,6 +296,28 @@ fn missing_queues_fail_activation() {
     w(&mut t, REG_STATUS, ALL_BUT_DRIVER_OK | STATUS_DRIVER_OK);
     assert!(!t.is_activated());
     assert_ne!(r(&t, REG_STATUS) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn ready_queues_must_be_the_first_ones() {
+    // A device may work with its first queues only; a gap among the ready ones would hand
+    // it queue 2 as its queue 1 (and queue 1's notifications).
+    for (ready, activated) in [(&[0u32, 1][..], true), (&[0, 2][..], false)] {
+        let dev = Dummy::new(&[16, 16, 16]);
+        dev.lock().unwrap().accepts_fewer = true;
+        let mut t = transport(&dev);
+        negotiate(&mut t, VIRTIO_F_VERSION_1);
+        for &index in ready {
+            setup_queue(&mut t, index, 16, 0x1000 + u64::from(index) * 0x1000);
+        }
+        w(&mut t, REG_STATUS, ALL_BUT_DRIVER_OK | STATUS_DRIVER_OK);
+        assert_eq!(t.is_activated(), activated, "ready {ready:?}");
+        assert_eq!(
+            r(&t, REG_STATUS) & STATUS_NEEDS_RESET != 0,
+            !activated,
+            "ready {ready:?}"
+        );
+    }
 }
 
 #[test]
