@@ -20,6 +20,8 @@ use super::{FsError, HIPRIO_QUEUE, MAX_REQUEST_QUEUES, QUEUE_SIZE, TAG_MAX_LEN};
 use crate::devices::virtio::{ActivateError, Interrupt, TYPE_FS, VIRTIO_F_VERSION_1, VirtioDevice};
 use crate::vmm::GuestMemory;
 
+/// The largest size of each queue a device may offer: hiprio, then the request queues.
+const QUEUE_MAX_SIZES: [u16; 1 + MAX_REQUEST_QUEUES] = [QUEUE_SIZE; 1 + MAX_REQUEST_QUEUES];
 /// Chains served per queue event when the event loop serves a queue, before it lets other
 /// events run.
 const MAX_BATCH: usize = QUEUE_SIZE as usize;
@@ -42,8 +44,6 @@ pub struct VirtioFs {
     /// How it is served (kept for the server a reset makes).
     config: ShareConfig,
     acked_features: u64,
-    /// The largest size of each queue: hiprio, then the request queues offered.
-    queue_max_sizes: Vec<u16>,
     queue_events: Vec<EventFd>,
     /// Worker threads per request queue (0: the event loop serves them).
     workers_per_queue: usize,
@@ -109,7 +109,6 @@ impl VirtioFs {
             shared_dir: resolved,
             config,
             acked_features: 0,
-            queue_max_sizes: Vec::new(),
             queue_events: Vec::new(),
             workers_per_queue: 1,
             server,
@@ -135,12 +134,10 @@ impl VirtioFs {
     }
 
     fn set_request_queues(&mut self, request_queues: usize) -> Result<(), FsError> {
-        let queues = 1 + request_queues;
-        self.queue_events = (0..queues)
+        self.queue_events = (0..1 + request_queues)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(FsError::QueueEvent)?;
-        self.queue_max_sizes = vec![QUEUE_SIZE; queues];
         Ok(())
     }
 
@@ -262,7 +259,10 @@ impl VirtioDevice for VirtioFs {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_max_sizes
+        // One per queue event: hiprio and the request queues offered.
+        QUEUE_MAX_SIZES
+            .get(..self.queue_events.len())
+            .unwrap_or(&QUEUE_MAX_SIZES)
     }
 
     fn device_features(&self) -> u64 {

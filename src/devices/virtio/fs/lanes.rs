@@ -78,8 +78,8 @@ impl Lane {
     }
 
     /// Serves the lane's chains until it is empty (and armed for the next) or `pace.batch`
-    /// chains are served. Returns how many were.
-    pub(super) fn serve(&self, serving: &Serving, pace: Pace, errors_seen: &mut u32) -> usize {
+    /// chains are served.
+    pub(super) fn serve(&self, serving: &Serving, pace: Pace, errors_seen: &mut u32) {
         let mem = &serving.mem;
         let mut served = 0;
         let mut looked_again = false;
@@ -94,7 +94,7 @@ impl Lane {
                         looked_again = true;
                         continue;
                     }
-                    return served;
+                    return;
                 };
                 looked_again = false;
                 // Armed for the next chain; a peer serves it if one is already there.
@@ -129,7 +129,6 @@ impl Lane {
         }
         // More may wait: come back through the event.
         self.wake(errors_seen);
-        served
     }
 
     /// Gives the chain at `head` back with `used_len` bytes written, and interrupts the

@@ -105,7 +105,7 @@ impl<'a> TestGuest<'a> {
         TestGuest {
             mem,
             queues: DriverQueues::new(mem, queue_addrs, QUEUE_SIZE),
-            workers: device.request_queues() > 0 && !device.loop_serves_requests(),
+            workers: !device.loop_serves_requests(),
             device: Arc::new(Mutex::new(device)),
             interrupt: Arc::new(CountingInterrupt::default()),
             event_manager: None,
