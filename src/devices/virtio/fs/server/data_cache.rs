@@ -20,8 +20,8 @@
 
 use fuse_backend_rs::api::filesystem::OpenOptions;
 
-use super::handles::OpenHandle;
-use super::inodes::Stamp;
+use super::state::handles::OpenHandle;
+use super::state::inodes::Stamp;
 use super::{ShareFs, sys};
 
 /// Which files' data the guest may keep cached between opens (see the module docs).

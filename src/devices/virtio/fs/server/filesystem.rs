@@ -1,5 +1,5 @@
 //! fuse-backend-rs's `FileSystem` trait for [`ShareFs`]: each request dispatched to its
-//! `ops_*.rs` (or `xattr.rs`, `locks.rs`) implementation. Requests not implemented here keep
+//! `ops/` (or `locks.rs`) implementation. Requests not implemented here keep
 //! the trait's answer: `ENOSYS` for BMAP, POLL and DAX mappings; `ENOTTY` for IOCTL.
 
 use std::ffi::CStr;

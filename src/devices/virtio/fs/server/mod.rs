@@ -4,43 +4,34 @@
 //! Unlike fuse-backend-rs's `PassthroughFs`, it does not hold a descriptor for every inode the
 //! guest knows (a guest walking a large tree would run the process out of descriptors, and
 //! file handles do not work on overlayfs). Instead:
-//! - `inodes.rs`: the inode table: identity, lookup count and the names (parent + name) each
-//!   inode is reached by;
-//! - `fd_cache.rs`: a bounded LRU of `O_PATH` descriptors; `resolve.rs` reopens a missing one
-//!   by a walk from the nearest ancestor at hand, checking every step's identity (`ESTALE` on a
-//!   mismatch, never another file);
-//! - `handles.rs`: open files and directories, a descriptor each, bounded; `dir_stream.rs`:
-//!   where a directory's listing stands, so that READDIR continues without seeking;
-//! - `ino_map.rs`: stable inode numbers for the guest;
+//! - `state/`: what the server keeps between requests. `inodes.rs`, the inode table
+//!   (identity, lookup count and the names, parent + name, each inode is reached by);
+//!   `fd_cache.rs`, a bounded LRU of `O_PATH` descriptors; `resolve.rs`, which reopens a
+//!   missing one by a walk from the nearest ancestor at hand, checking every step's identity
+//!   (`ESTALE` on a mismatch, never another file); `handles.rs`, open files and directories,
+//!   a descriptor each, bounded; `dir_stream.rs`, where a directory's listing stands, so that
+//!   READDIR continues without seeking; `ino_map.rs`, stable inode numbers for the guest;
+//! - `ops/`: the requests, by concern (`entry.rs`, `names.rs`, `files.rs`, `dirs.rs`,
+//!   `xattr.rs`: extended attributes, for the names a container may use); `filesystem.rs`:
+//!   the trait impl that dispatches to them;
 //! - `creds.rs`: files created with the request's uid/gid;
 //! - `data_cache.rs`: which files' data the guest keeps cached between opens;
 //! - `killpriv.rs`: set-user-ID and set-group-ID bits cleared where the guest kernel asks;
 //! - `locks.rs`: POSIX and flock locks, held on the host file per guest owner;
+//! - `nudge.rs`: host edits repeated by guest-init, and notes of the guest's own changes;
 //! - `limits.rs`: the descriptor budget and the process's `RLIMIT_NOFILE`;
-//! - `sys.rs`: the system calls, always relative to a descriptor;
-//! - `xattr.rs`: extended attributes, for the names a container may use;
-//! - `ops_entry.rs`, `ops_names.rs`, `ops_files.rs`, `ops_dirs.rs`: the requests, by concern;
-//!   `filesystem.rs`: the trait impl that dispatches to them.
+//! - `sys.rs`: the system calls, always relative to a descriptor.
 
 mod creds;
 mod data_cache;
-mod dir_stream;
-mod fd_cache;
 mod filesystem;
-mod handles;
-mod ino_map;
-mod inodes;
 mod killpriv;
 mod limits;
 mod locks;
 mod nudge;
-mod ops_dirs;
-mod ops_entry;
-mod ops_files;
-mod ops_names;
-mod resolve;
+mod ops;
+mod state;
 mod sys;
-mod xattr;
 
 use std::ffi::CStr;
 use std::io;
@@ -53,14 +44,14 @@ use std::time::Duration;
 use fuse_backend_rs::api::filesystem::Entry;
 
 pub use data_cache::DataCache;
-use handles::HandleTable;
-use inodes::Identity;
 pub use limits::{FsLimits, VMM_MARGIN};
 use locks::LockTable;
 pub use locks::{BlockedLock, LockAttempt};
 use nudge::Nudges;
 pub use nudge::{HostDir, HostEdit, NodeKind, Nudge, OWN_EDIT_WINDOW};
-use resolve::State;
+use state::handles::HandleTable;
+use state::inodes::Identity;
+use state::resolve::State;
 use sys::errno;
 
 /// Why the shared directory cannot be served.
@@ -85,7 +76,7 @@ pub enum ServerError {
 /// - `limits`: the descriptors the server may hold (see [`FsLimits`]).
 /// - `data_cache`: which files' data the guest keeps cached from one open to the next
 ///   ([`DataCache`]; by default none: close-to-open).
-/// - `xattrs` (on): extended attributes as `xattr.rs` says; off, every xattr request is
+/// - `xattrs` (on): extended attributes as `ops/xattr.rs` says; off, every xattr request is
 ///   `ENOSYS`, after which the guest sends none (not even its `security.capability` probe
 ///   before a file's first write).
 /// - `host_locks` (on): POSIX and flock locks held on the host file (`locks.rs`), FLUSH
@@ -94,7 +85,7 @@ pub enum ServerError {
 ///
 /// Fixed, not options: no writeback cache (the guest's view of sizes never diverges from the
 /// host's, files opened write-only are never read), no DAX (no shared memory window),
-/// extended attributes (when on) for `user.*`, ACLs and file capabilities only, every OPEN and OPENDIR answered with a handle, inode numbers as `ino_map.rs`
+/// extended attributes (when on) for `user.*`, ACLs and file capabilities only, every OPEN and OPENDIR answered with a handle, inode numbers as `state/ino_map.rs`
 /// says.
 #[derive(Clone, Copy, Debug)]
 pub struct ShareConfig {
@@ -230,7 +221,7 @@ impl ShareFs {
         lock(&self.locks)
     }
 
-    /// Inode `id`'s `O_PATH` descriptor (see `resolve.rs`).
+    /// Inode `id`'s `O_PATH` descriptor (see `state/resolve.rs`).
     fn inode_fd(&self, id: u64) -> io::Result<Arc<OwnedFd>> {
         self.state().resolve(id)
     }
@@ -246,7 +237,7 @@ impl ShareFs {
         Ok((fd, identity))
     }
 
-    /// `st` as the guest sees it: its inode number mapped (see `ino_map.rs`).
+    /// `st` as the guest sees it: its inode number mapped (see `state/ino_map.rs`).
     fn guest_stat(&self, mut st: libc::stat64) -> libc::stat64 {
         st.st_ino = self.state().inos.guest_ino(st.st_dev, st.st_ino);
         st
@@ -277,7 +268,7 @@ impl ShareFs {
                 .inodes
                 .record_lookup(parent, name, Identity::of(&st))
                 .ok_or_else(|| errno(libc::ENFILE))?;
-            if state.inodes.pinned(id).is_none() && id != inodes::ROOT_ID {
+            if state.inodes.pinned(id).is_none() && id != state::inodes::ROOT_ID {
                 state.cache.insert(id, Arc::new(fd));
             }
             purge_dropped(&mut state);

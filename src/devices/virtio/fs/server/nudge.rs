@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use fuse_backend_rs::api::filesystem::Entry;
 
-use super::inodes::Identity;
+use super::state::inodes::Identity;
 use super::sys::{self, errno};
 use super::{ShareFs, lock};
 
@@ -581,7 +581,7 @@ mod tests {
     use fuse_backend_rs::api::filesystem::{Context, FileSystem, SetattrValid};
 
     use super::super::ShareConfig;
-    use super::super::inodes::ROOT_ID;
+    use super::super::state::inodes::ROOT_ID;
     use super::*;
 
     fn share() -> (tempfile::TempDir, ShareFs) {

@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
 use fuse_backend_rs::api::filesystem::{Context, FileSystem, FsOptions, SetattrValid};
 
-use super::inodes::ROOT_ID;
+use super::state::inodes::ROOT_ID;
 use super::*;
 
 fn share() -> (tempfile::TempDir, ShareFs) {

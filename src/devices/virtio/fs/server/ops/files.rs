@@ -12,12 +12,12 @@ use fuse_backend_rs::api::filesystem::{
     Context, Entry, OpenOptions, ZeroCopyReader, ZeroCopyWriter,
 };
 
-use super::creds::ScopedCreds;
-use super::handles::HandleSlot;
-use super::inodes::Identity;
-use super::killpriv;
-use super::sys::{self, errno};
-use super::{ShareFs, check_name};
+use crate::devices::virtio::fs::server::creds::ScopedCreds;
+use crate::devices::virtio::fs::server::killpriv;
+use crate::devices::virtio::fs::server::state::handles::HandleSlot;
+use crate::devices::virtio::fs::server::state::inodes::Identity;
+use crate::devices::virtio::fs::server::sys::{self, errno};
+use crate::devices::virtio::fs::server::{ShareFs, check_name};
 
 /// The guest's open flags the host open may see: an allow-list, so no `O_PATH` (which
 /// would drop `O_CREAT|O_EXCL` and open whatever is there), `O_TMPFILE`, `O_DIRECTORY` or
@@ -48,7 +48,7 @@ impl ShareFs {
     /// the guest keeps what it cached of the file (`data_cache.rs`). Only regular files and
     /// directories can be opened. `fuse_flags` may ask to clear set-user-ID and set-group-ID
     /// on a truncating open (`killpriv.rs`).
-    pub(super) fn do_open(
+    pub(in crate::devices::virtio::fs::server) fn do_open(
         &self,
         id: u64,
         flags: u32,
@@ -74,7 +74,7 @@ impl ShareFs {
     /// CREATE: a new regular file owned by the request's uid/gid, opened; with `O_EXCL`
     /// an existing name fails, without it an existing regular file is opened (never a FIFO or
     /// device, never through a symlink).
-    pub(super) fn do_create(
+    pub(in crate::devices::virtio::fs::server) fn do_create(
         &self,
         ctx: &Context,
         parent: u64,
@@ -132,7 +132,7 @@ impl ShareFs {
     }
 
     /// READ: up to `size` bytes at `offset` straight into the guest's buffers.
-    pub(super) fn do_read(
+    pub(in crate::devices::virtio::fs::server) fn do_read(
         &self,
         id: u64,
         fh: u64,
@@ -149,7 +149,7 @@ impl ShareFs {
     /// WRITE: `size` bytes at `offset` straight from the guest's buffers; set-user-ID and
     /// set-group-ID cleared first if `fuse_flags` asks (`killpriv.rs`).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn do_write(
+    pub(in crate::devices::virtio::fs::server) fn do_write(
         &self,
         id: u64,
         fh: u64,
@@ -173,7 +173,12 @@ impl ShareFs {
     /// kernel sends no more: writes are not cached (each WRITE reached the file before the
     /// guest's `write` returned), locks are the guest's own, and the host file closes at
     /// RELEASE; one round trip less per `close`.
-    pub(super) fn do_flush(&self, id: u64, fh: u64, lock_owner: u64) -> io::Result<()> {
+    pub(in crate::devices::virtio::fs::server) fn do_flush(
+        &self,
+        id: u64,
+        fh: u64,
+        lock_owner: u64,
+    ) -> io::Result<()> {
         // An unknown handle is still an error, as for every request on a handle.
         drop(self.handles().get(fh, id)?);
         if !self.config.host_locks {
@@ -184,7 +189,11 @@ impl ShareFs {
     }
 
     /// RELEASE and RELEASEDIR.
-    pub(super) fn do_release(&self, id: u64, fh: u64) -> io::Result<()> {
+    pub(in crate::devices::virtio::fs::server) fn do_release(
+        &self,
+        id: u64,
+        fh: u64,
+    ) -> io::Result<()> {
         let handle = self.handles().remove(fh, id)?;
         self.note_release(id, &handle);
         // No guest process can hold a lock on a file it has no handle of: the inode's last
@@ -200,12 +209,17 @@ impl ShareFs {
     }
 
     /// FSYNC and FSYNCDIR.
-    pub(super) fn do_fsync(&self, id: u64, fh: u64, datasync: bool) -> io::Result<()> {
+    pub(in crate::devices::virtio::fs::server) fn do_fsync(
+        &self,
+        id: u64,
+        fh: u64,
+        datasync: bool,
+    ) -> io::Result<()> {
         let handle = self.handles().get(fh, id)?;
         sys::sync(&*handle.file(), datasync)
     }
 
-    pub(super) fn do_fallocate(
+    pub(in crate::devices::virtio::fs::server) fn do_fallocate(
         &self,
         id: u64,
         fh: u64,
@@ -219,7 +233,13 @@ impl ShareFs {
     }
 
     /// LSEEK (`SEEK_DATA`, `SEEK_HOLE` among others).
-    pub(super) fn do_lseek(&self, id: u64, fh: u64, offset: u64, whence: u32) -> io::Result<u64> {
+    pub(in crate::devices::virtio::fs::server) fn do_lseek(
+        &self,
+        id: u64,
+        fh: u64,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
         let handle = self.handles().get(fh, id)?;
         sys::lseek(&*handle.file(), offset, whence)
     }

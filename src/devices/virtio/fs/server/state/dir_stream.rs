@@ -13,14 +13,14 @@
 use std::fs::File;
 use std::io;
 
-use super::sys::{self, RawDirent};
+use crate::devices::virtio::fs::server::sys::{self, RawDirent};
 
 /// The most bytes of host directory entries read at once (and kept per open directory).
-pub(super) const MAX_READ: usize = 32 * 1024;
+pub(in crate::devices::virtio::fs::server) const MAX_READ: usize = 32 * 1024;
 
 /// One open directory's read position.
 #[derive(Debug, Default)]
-pub(super) struct DirStream {
+pub(in crate::devices::virtio::fs::server) struct DirStream {
     /// Entries read from the host; `buf[pos..]` not yet given to the guest.
     buf: Vec<u8>,
     pos: usize,
@@ -36,7 +36,11 @@ pub(super) struct DirStream {
 impl DirStream {
     /// Makes `offset` the next entry: nothing to do when the guest continues where the last
     /// request stopped; otherwise the host directory `dir` seeks there.
-    pub(super) fn seek(&mut self, dir: &File, offset: u64) -> io::Result<()> {
+    pub(in crate::devices::virtio::fs::server) fn seek(
+        &mut self,
+        dir: &File,
+        offset: u64,
+    ) -> io::Result<()> {
         if offset != self.offset && offset != self.given {
             sys::lseek(dir, offset, libc::SEEK_SET as u32)?;
             self.buf = Vec::new();
@@ -49,7 +53,11 @@ impl DirStream {
 
     /// The next entry, reading up to `chunk` bytes more from `dir` when what was read is
     /// used up; `None` at the end of the directory.
-    pub(super) fn peek(&mut self, dir: &File, chunk: usize) -> io::Result<Option<RawDirent<'_>>> {
+    pub(in crate::devices::virtio::fs::server) fn peek(
+        &mut self,
+        dir: &File,
+        chunk: usize,
+    ) -> io::Result<Option<RawDirent<'_>>> {
         if self.rest().is_empty() {
             let mut buf = vec![0u8; chunk.clamp(1024, MAX_READ)];
             let len = sys::getdents(dir, &mut buf)?;
@@ -63,7 +71,7 @@ impl DirStream {
 
     /// Moves past the entry [`DirStream::peek`] returned, which the guest was `given` or
     /// which was skipped: the next request continues after it.
-    pub(super) fn advance(&mut self, given: bool) {
+    pub(in crate::devices::virtio::fs::server) fn advance(&mut self, given: bool) {
         let parsed = sys::parse_dirent(self.rest()).map(|(entry, len)| (entry.next_offset, len));
         if let Some((next_offset, len)) = parsed {
             self.offset = next_offset;

@@ -1,22 +1,20 @@
 //! Directory listings: READDIR and READDIRPLUS on an OPENDIR handle, read through the handle's
-//! [`DirStream`](super::dir_stream::DirStream). READDIRPLUS looks every entry up, and takes
-//! the lookup back for an entry that did not fit in the reply.
-//!
-//! `.` and `..` are listed as a local file system lists them (the guest's FUSE does not add
-//! them: `ls -a` would show neither, and code that takes "two entries" for empty would be
-//! fooled), with the guest's numbers of the directory and of its parent (the share's root is
-//! its own parent, as a file system's root is; the host's `..` there is outside the share).
-//! READDIRPLUS gives them without a node (id 0): the guest's kernel neither links nor counts
-//! them, so no lookup is taken for them.
+//! [`DirStream`](super::super::state::dir_stream::DirStream). READDIRPLUS looks every entry up, and
+//! takes the lookup back for an entry that did not fit in the reply. `.` and `..` are listed as a
+//! local file system lists them (the guest's FUSE does not add them: `ls -a` would show neither,
+//! and code that takes "two entries" for empty would be fooled), with the guest's numbers of the
+//! directory and of its parent (the share's root is its own parent, as a file system's root is; the
+//! host's `..` there is outside the share). READDIRPLUS gives them without a node (id 0): the
+//! guest's kernel neither links nor counts them, so no lookup is taken for them.
 
 use std::ffi::CString;
 use std::io;
 
 use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 
-use super::ShareFs;
-use super::inodes::ROOT_ID;
-use super::sys;
+use crate::devices::virtio::fs::server::ShareFs;
+use crate::devices::virtio::fs::server::state::inodes::ROOT_ID;
+use crate::devices::virtio::fs::server::sys;
 
 /// Whether `name` is `.` or `..`.
 fn is_dot(name: &[u8]) -> bool {
@@ -58,7 +56,7 @@ impl ShareFs {
         Some(state.inos.guest_ino(identity.dev, identity.ino))
     }
 
-    pub(super) fn do_readdir(
+    pub(in crate::devices::virtio::fs::server) fn do_readdir(
         &self,
         id: u64,
         fh: u64,
@@ -96,7 +94,7 @@ impl ShareFs {
         Ok(())
     }
 
-    pub(super) fn do_readdirplus(
+    pub(in crate::devices::virtio::fs::server) fn do_readdirplus(
         &self,
         id: u64,
         fh: u64,

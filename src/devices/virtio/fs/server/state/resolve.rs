@@ -15,17 +15,19 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use super::fd_cache::FdCache;
-use super::ino_map::InoMap;
-use super::inodes::{Identity, InodeName, InodeTable, MAX_DEPTH, ROOT_ID};
-use super::sys::{self, errno};
+use crate::devices::virtio::fs::server::state::fd_cache::FdCache;
+use crate::devices::virtio::fs::server::state::ino_map::InoMap;
+use crate::devices::virtio::fs::server::state::inodes::{
+    Identity, InodeName, InodeTable, MAX_DEPTH, ROOT_ID,
+};
+use crate::devices::virtio::fs::server::sys::{self, errno};
 
 /// What the server knows about inodes, behind one lock.
 #[derive(Debug)]
-pub(super) struct State {
-    pub(super) inodes: InodeTable,
-    pub(super) cache: FdCache,
-    pub(super) inos: InoMap,
+pub(in crate::devices::virtio::fs::server) struct State {
+    pub(in crate::devices::virtio::fs::server) inodes: InodeTable,
+    pub(in crate::devices::virtio::fs::server) cache: FdCache,
+    pub(in crate::devices::virtio::fs::server) inos: InoMap,
     root: Arc<OwnedFd>,
 }
 
@@ -38,7 +40,7 @@ fn stale_if_gone(err: io::Error) -> io::Error {
 }
 
 /// Opens `name` in `dir` as an inode descriptor if it still is `identity`, else `ESTALE`.
-pub(super) fn open_checked(
+pub(in crate::devices::virtio::fs::server) fn open_checked(
     dir: &OwnedFd,
     name: &CStr,
     identity: &Identity,
@@ -54,7 +56,7 @@ pub(super) fn open_checked(
 impl State {
     /// The state of a share whose root descriptor is `root` (identity `root_identity`), with
     /// a cache of `cache_capacity` descriptors and at most `pinned_cap` pinned.
-    pub(super) fn new(
+    pub(in crate::devices::virtio::fs::server) fn new(
         root: Arc<OwnedFd>,
         root_identity: Identity,
         cache_capacity: usize,
@@ -78,7 +80,10 @@ impl State {
 
     /// Inode `id`'s descriptor: held, or reopened by a walk (see the module docs). `EBADF`
     /// for an id the table does not hold, `ESTALE` when no recorded name leads to it.
-    pub(super) fn resolve(&mut self, id: u64) -> io::Result<Arc<OwnedFd>> {
+    pub(in crate::devices::virtio::fs::server) fn resolve(
+        &mut self,
+        id: u64,
+    ) -> io::Result<Arc<OwnedFd>> {
         if let Some(fd) = self.held(id) {
             return Ok(fd);
         }
