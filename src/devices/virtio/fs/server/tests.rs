@@ -60,13 +60,12 @@ fn name(s: &str) -> CString {
 }
 
 #[test]
-fn init_asks_for_large_requests_and_adaptive_readdirplus() {
+fn init_asks_for_large_requests_and_readdirplus_always() {
     let (_dir, fs) = share();
     let offered = fs.init(FsOptions::all()).unwrap();
     assert_eq!(
         offered,
         FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
             | FsOptions::BIG_WRITES
             | FsOptions::MAX_PAGES
             | FsOptions::ASYNC_READ
@@ -77,6 +76,7 @@ fn init_asks_for_large_requests_and_adaptive_readdirplus() {
             | FsOptions::FLOCK_LOCKS
     );
     assert!(!offered.contains(FsOptions::WRITEBACK_CACHE));
+    assert!(!offered.contains(FsOptions::READDIRPLUS_AUTO));
     assert_eq!(
         fs.limits(),
         FsLimits {
