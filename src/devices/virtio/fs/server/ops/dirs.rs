@@ -12,9 +12,9 @@ use std::io;
 
 use fuse_backend_rs::api::filesystem::{DirEntry, Entry};
 
-use crate::devices::virtio::fs::server::ShareFs;
-use crate::devices::virtio::fs::server::state::inodes::ROOT_ID;
-use crate::devices::virtio::fs::server::sys;
+use super::super::ShareFs;
+use super::super::state::inodes::ROOT_ID;
+use super::super::sys;
 
 /// Whether `name` is `.` or `..`.
 fn is_dot(name: &[u8]) -> bool {
@@ -56,7 +56,7 @@ impl ShareFs {
         Some(state.inos.guest_ino(identity.dev, identity.ino))
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_readdir(
+    pub(in super::super) fn do_readdir(
         &self,
         id: u64,
         fh: u64,
@@ -94,7 +94,7 @@ impl ShareFs {
         Ok(())
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_readdirplus(
+    pub(in super::super) fn do_readdirplus(
         &self,
         id: u64,
         fh: u64,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use fuse_backend_rs::api::filesystem::{Context, Entry, FsOptions, SetattrValid};
 
-use crate::devices::virtio::fs::server::killpriv;
-use crate::devices::virtio::fs::server::sys::{self, errno};
-use crate::devices::virtio::fs::server::{ShareFs, purge_dropped};
+use super::super::killpriv;
+use super::super::sys::{self, errno};
+use super::super::{ShareFs, purge_dropped};
 
 /// What INIT asks for:
 /// - READDIRPLUS, always: every listing carries its entries' attributes. The guest kernel's
@@ -34,24 +34,20 @@ use crate::devices::virtio::fs::server::{ShareFs, purge_dropped};
 ///   processes.
 ///
 /// Not (yet): a writeback cache, zero-message open, DAX.
-pub(in crate::devices::virtio::fs::server) const INIT_OPTIONS: FsOptions =
-    FsOptions::DO_READDIRPLUS
-        .union(FsOptions::BIG_WRITES)
-        .union(FsOptions::MAX_PAGES)
-        .union(FsOptions::ASYNC_READ)
-        .union(FsOptions::PARALLEL_DIROPS)
-        .union(FsOptions::HANDLE_KILLPRIV_V2)
-        .union(FsOptions::ATOMIC_O_TRUNC)
-        .union(FsOptions::POSIX_LOCKS)
-        .union(FsOptions::FLOCK_LOCKS);
+pub(in super::super) const INIT_OPTIONS: FsOptions = FsOptions::DO_READDIRPLUS
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::ASYNC_READ)
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::HANDLE_KILLPRIV_V2)
+    .union(FsOptions::ATOMIC_O_TRUNC)
+    .union(FsOptions::POSIX_LOCKS)
+    .union(FsOptions::FLOCK_LOCKS);
 
 impl ShareFs {
     /// INIT: what the server answers with the guest kernel's offer (fuse-backend-rs keeps
     /// only what both sides have).
-    pub(in crate::devices::virtio::fs::server) fn do_init(
-        &self,
-        _capable: FsOptions,
-    ) -> io::Result<FsOptions> {
+    pub(in super::super) fn do_init(&self, _capable: FsOptions) -> io::Result<FsOptions> {
         if self.config.host_locks {
             Ok(INIT_OPTIONS)
         } else {
@@ -60,7 +56,7 @@ impl ShareFs {
     }
 
     /// DESTROY (or a new INIT): every handle closed, every inode but the root forgotten.
-    pub(in crate::devices::virtio::fs::server) fn do_destroy(&self) {
+    pub(in super::super) fn do_destroy(&self) {
         self.locks().clear();
         self.handles().clear();
         let mut state = self.state();
@@ -71,11 +67,7 @@ impl ShareFs {
     /// LOOKUP. A name that does not exist is answered as a negative entry (node 0) the guest
     /// may cache for the entry timeout, as it caches names that exist: a program probing
     /// for files (git, python's imports, a shell's PATH) asks once per name, not per probe.
-    pub(in crate::devices::virtio::fs::server) fn do_lookup(
-        &self,
-        parent: u64,
-        name: &CStr,
-    ) -> io::Result<Entry> {
+    pub(in super::super) fn do_lookup(&self, parent: u64, name: &CStr) -> io::Result<Entry> {
         match self.lookup_entry(parent, name) {
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(Entry {
                 inode: 0,
@@ -90,7 +82,7 @@ impl ShareFs {
         }
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_forget(&self, requests: &[(u64, u64)]) {
+    pub(in super::super) fn do_forget(&self, requests: &[(u64, u64)]) {
         let mut state = self.state();
         for &(id, count) in requests {
             state.inodes.forget(id, count);
@@ -99,7 +91,7 @@ impl ShareFs {
     }
 
     /// The attributes of inode `id`, from handle `fh` when given (it must be `id`'s).
-    pub(in crate::devices::virtio::fs::server) fn do_getattr(
+    pub(in super::super) fn do_getattr(
         &self,
         id: u64,
         fh: Option<u64>,
@@ -118,7 +110,7 @@ impl ShareFs {
     /// SETATTR: mode, owner, size and times, through handle `fh` when given, else through the
     /// inode's descriptor (`/proc/self/fd` for mode and times, a fresh open for the size);
     /// then set-user-ID and set-group-ID cleared if the guest asks (`killpriv.rs`).
-    pub(in crate::devices::virtio::fs::server) fn do_setattr(
+    pub(in super::super) fn do_setattr(
         &self,
         id: u64,
         attr: &libc::stat64,
@@ -203,28 +195,17 @@ impl ShareFs {
         self.do_getattr(id, None)
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_readlink(
-        &self,
-        id: u64,
-    ) -> io::Result<Vec<u8>> {
+    pub(in super::super) fn do_readlink(&self, id: u64) -> io::Result<Vec<u8>> {
         sys::readlink(&*self.inode_fd(id)?)
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_statfs(
-        &self,
-        id: u64,
-    ) -> io::Result<libc::statvfs64> {
+    pub(in super::super) fn do_statfs(&self, id: u64) -> io::Result<libc::statvfs64> {
         sys::fstatvfs(&*self.inode_fd(id)?)
     }
 
     /// ACCESS: the permission bits checked for the request's uid/gid (root may read and write
     /// anything, and execute what anyone may).
-    pub(in crate::devices::virtio::fs::server) fn do_access(
-        &self,
-        ctx: &Context,
-        id: u64,
-        mask: u32,
-    ) -> io::Result<()> {
+    pub(in super::super) fn do_access(&self, ctx: &Context, id: u64, mask: u32) -> io::Result<()> {
         let st = sys::fstat(&*self.inode_fd(id)?)?;
         let mode = st.st_mode;
         let mask = mask & (libc::R_OK | libc::W_OK | libc::X_OK) as u32;

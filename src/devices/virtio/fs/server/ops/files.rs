@@ -12,12 +12,12 @@ use fuse_backend_rs::api::filesystem::{
     Context, Entry, OpenOptions, ZeroCopyReader, ZeroCopyWriter,
 };
 
-use crate::devices::virtio::fs::server::creds::ScopedCreds;
-use crate::devices::virtio::fs::server::killpriv;
-use crate::devices::virtio::fs::server::state::handles::HandleSlot;
-use crate::devices::virtio::fs::server::state::inodes::Identity;
-use crate::devices::virtio::fs::server::sys::{self, errno};
-use crate::devices::virtio::fs::server::{ShareFs, check_name};
+use super::super::creds::ScopedCreds;
+use super::super::killpriv;
+use super::super::state::handles::HandleSlot;
+use super::super::state::inodes::Identity;
+use super::super::sys::{self, errno};
+use super::super::{ShareFs, check_name};
 
 /// The guest's open flags the host open may see: an allow-list, so no `O_PATH` (which
 /// would drop `O_CREAT|O_EXCL` and open whatever is there), `O_TMPFILE`, `O_DIRECTORY` or
@@ -48,7 +48,7 @@ impl ShareFs {
     /// the guest keeps what it cached of the file (`data_cache.rs`). Only regular files and
     /// directories can be opened. `fuse_flags` may ask to clear set-user-ID and set-group-ID
     /// on a truncating open (`killpriv.rs`).
-    pub(in crate::devices::virtio::fs::server) fn do_open(
+    pub(in super::super) fn do_open(
         &self,
         id: u64,
         flags: u32,
@@ -74,7 +74,7 @@ impl ShareFs {
     /// CREATE: a new regular file owned by the request's uid/gid, opened; with `O_EXCL`
     /// an existing name fails, without it an existing regular file is opened (never a FIFO or
     /// device, never through a symlink).
-    pub(in crate::devices::virtio::fs::server) fn do_create(
+    pub(in super::super) fn do_create(
         &self,
         ctx: &Context,
         parent: u64,
@@ -132,7 +132,7 @@ impl ShareFs {
     }
 
     /// READ: up to `size` bytes at `offset` straight into the guest's buffers.
-    pub(in crate::devices::virtio::fs::server) fn do_read(
+    pub(in super::super) fn do_read(
         &self,
         id: u64,
         fh: u64,
@@ -149,7 +149,7 @@ impl ShareFs {
     /// WRITE: `size` bytes at `offset` straight from the guest's buffers; set-user-ID and
     /// set-group-ID cleared first if `fuse_flags` asks (`killpriv.rs`).
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::devices::virtio::fs::server) fn do_write(
+    pub(in super::super) fn do_write(
         &self,
         id: u64,
         fh: u64,
@@ -173,12 +173,7 @@ impl ShareFs {
     /// kernel sends no more: writes are not cached (each WRITE reached the file before the
     /// guest's `write` returned), locks are the guest's own, and the host file closes at
     /// RELEASE; one round trip less per `close`.
-    pub(in crate::devices::virtio::fs::server) fn do_flush(
-        &self,
-        id: u64,
-        fh: u64,
-        lock_owner: u64,
-    ) -> io::Result<()> {
+    pub(in super::super) fn do_flush(&self, id: u64, fh: u64, lock_owner: u64) -> io::Result<()> {
         // An unknown handle is still an error, as for every request on a handle.
         drop(self.handles().get(fh, id)?);
         if !self.config.host_locks {
@@ -189,11 +184,7 @@ impl ShareFs {
     }
 
     /// RELEASE and RELEASEDIR.
-    pub(in crate::devices::virtio::fs::server) fn do_release(
-        &self,
-        id: u64,
-        fh: u64,
-    ) -> io::Result<()> {
+    pub(in super::super) fn do_release(&self, id: u64, fh: u64) -> io::Result<()> {
         let handle = self.handles().remove(fh, id)?;
         self.note_release(id, &handle);
         // No guest process can hold a lock on a file it has no handle of: the inode's last
@@ -209,17 +200,12 @@ impl ShareFs {
     }
 
     /// FSYNC and FSYNCDIR.
-    pub(in crate::devices::virtio::fs::server) fn do_fsync(
-        &self,
-        id: u64,
-        fh: u64,
-        datasync: bool,
-    ) -> io::Result<()> {
+    pub(in super::super) fn do_fsync(&self, id: u64, fh: u64, datasync: bool) -> io::Result<()> {
         let handle = self.handles().get(fh, id)?;
         sys::sync(&*handle.file(), datasync)
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_fallocate(
+    pub(in super::super) fn do_fallocate(
         &self,
         id: u64,
         fh: u64,
@@ -233,7 +219,7 @@ impl ShareFs {
     }
 
     /// LSEEK (`SEEK_DATA`, `SEEK_HOLE` among others).
-    pub(in crate::devices::virtio::fs::server) fn do_lseek(
+    pub(in super::super) fn do_lseek(
         &self,
         id: u64,
         fh: u64,

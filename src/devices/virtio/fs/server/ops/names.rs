@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use fuse_backend_rs::api::filesystem::{Context, Entry};
 
-use crate::devices::virtio::fs::server::creds::ScopedCreds;
-use crate::devices::virtio::fs::server::state::inodes::Identity;
-use crate::devices::virtio::fs::server::state::resolve::{State, open_checked};
-use crate::devices::virtio::fs::server::sys::{self, errno};
-use crate::devices::virtio::fs::server::{ShareFs, check_name, purge_dropped};
+use super::super::creds::ScopedCreds;
+use super::super::state::inodes::Identity;
+use super::super::state::resolve::{State, open_checked};
+use super::super::sys::{self, errno};
+use super::super::{ShareFs, check_name, purge_dropped};
 
 /// A known inode about to lose the name `(parent, name)`.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +44,7 @@ impl ShareFs {
 
     /// MKNOD: regular files, FIFOs and sockets only (device nodes are refused, as the request
     /// screen does first).
-    pub(in crate::devices::virtio::fs::server) fn do_mknod(
+    pub(in super::super) fn do_mknod(
         &self,
         ctx: &Context,
         parent: u64,
@@ -62,7 +62,7 @@ impl ShareFs {
         })
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_mkdir(
+    pub(in super::super) fn do_mkdir(
         &self,
         ctx: &Context,
         parent: u64,
@@ -76,7 +76,7 @@ impl ShareFs {
     }
 
     /// SYMLINK: the target is stored as given, never resolved on the host.
-    pub(in crate::devices::virtio::fs::server) fn do_symlink(
+    pub(in super::super) fn do_symlink(
         &self,
         ctx: &Context,
         target: &CStr,
@@ -88,7 +88,7 @@ impl ShareFs {
 
     /// LINK: a new name for inode `id`, made through its descriptor; the entry is the same
     /// inode (same nodeid, same inode number) with the name recorded as an alias.
-    pub(in crate::devices::virtio::fs::server) fn do_link(
+    pub(in super::super) fn do_link(
         &self,
         id: u64,
         new_parent: u64,
@@ -102,7 +102,7 @@ impl ShareFs {
     }
 
     /// UNLINK (`flags` 0) and RMDIR (`AT_REMOVEDIR`).
-    pub(in crate::devices::virtio::fs::server) fn do_remove(
+    pub(in super::super) fn do_remove(
         &self,
         parent: u64,
         name: &CStr,
@@ -120,7 +120,7 @@ impl ShareFs {
     }
 
     /// RENAME and RENAME2 (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`; `RENAME_WHITEOUT` refused).
-    pub(in crate::devices::virtio::fs::server) fn do_rename(
+    pub(in super::super) fn do_rename(
         &self,
         old_parent: u64,
         old_name: &CStr,

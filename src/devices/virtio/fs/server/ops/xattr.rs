@@ -23,8 +23,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use fuse_backend_rs::api::filesystem::{GetxattrReply, ListxattrReply};
 
-use crate::devices::virtio::fs::server::ShareFs;
-use crate::devices::virtio::fs::server::sys::errno;
+use super::super::ShareFs;
+use super::super::sys::errno;
 
 /// The longest name and value (the kernel's `XATTR_NAME_MAX`, `XATTR_SIZE_MAX`) and list
 /// (`XATTR_LIST_MAX`).
@@ -33,7 +33,7 @@ const VALUE_MAX: usize = 65536;
 const LIST_MAX: usize = 65536;
 
 /// Whether the guest may see and change the attribute `name` (see the module docs).
-pub(in crate::devices::virtio::fs::server) fn allowed(name: &[u8]) -> bool {
+pub(in super::super) fn allowed(name: &[u8]) -> bool {
     name.len() > b"user.".len() && name.starts_with(b"user.") && !name.starts_with(b"user.overlay.")
         || name == b"system.posix_acl_access"
         || name == b"system.posix_acl_default"
@@ -82,7 +82,7 @@ impl ShareFs {
         Ok(Some((proc_path(&*fd)?, fd)))
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_getxattr(
+    pub(in super::super) fn do_getxattr(
         &self,
         id: u64,
         name: &CStr,
@@ -114,11 +114,7 @@ impl ShareFs {
         Ok(GetxattrReply::Value(buf))
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_listxattr(
-        &self,
-        id: u64,
-        size: u32,
-    ) -> io::Result<ListxattrReply> {
+    pub(in super::super) fn do_listxattr(&self, id: u64, size: u32) -> io::Result<ListxattrReply> {
         self.xattrs_served()?;
         let list = match self.xattr_target(id)? {
             Some((path, _fd)) => {
@@ -142,7 +138,7 @@ impl ShareFs {
         Ok(ListxattrReply::Names(list))
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_setxattr(
+    pub(in super::super) fn do_setxattr(
         &self,
         id: u64,
         name: &CStr,
@@ -173,11 +169,7 @@ impl ShareFs {
         size_of(ret as libc::ssize_t).map(drop)
     }
 
-    pub(in crate::devices::virtio::fs::server) fn do_removexattr(
-        &self,
-        id: u64,
-        name: &CStr,
-    ) -> io::Result<()> {
+    pub(in super::super) fn do_removexattr(&self, id: u64, name: &CStr) -> io::Result<()> {
         self.xattrs_served()?;
         if !allowed(name.to_bytes()) {
             return Err(errno(libc::ENODATA));

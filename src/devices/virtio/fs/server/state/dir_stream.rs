@@ -13,14 +13,14 @@
 use std::fs::File;
 use std::io;
 
-use crate::devices::virtio::fs::server::sys::{self, RawDirent};
+use super::super::sys::{self, RawDirent};
 
 /// The most bytes of host directory entries read at once (and kept per open directory).
-pub(in crate::devices::virtio::fs::server) const MAX_READ: usize = 32 * 1024;
+pub(in super::super) const MAX_READ: usize = 32 * 1024;
 
 /// One open directory's read position.
 #[derive(Debug, Default)]
-pub(in crate::devices::virtio::fs::server) struct DirStream {
+pub(in super::super) struct DirStream {
     /// Entries read from the host; `buf[pos..]` not yet given to the guest.
     buf: Vec<u8>,
     pos: usize,
@@ -36,11 +36,7 @@ pub(in crate::devices::virtio::fs::server) struct DirStream {
 impl DirStream {
     /// Makes `offset` the next entry: nothing to do when the guest continues where the last
     /// request stopped; otherwise the host directory `dir` seeks there.
-    pub(in crate::devices::virtio::fs::server) fn seek(
-        &mut self,
-        dir: &File,
-        offset: u64,
-    ) -> io::Result<()> {
+    pub(in super::super) fn seek(&mut self, dir: &File, offset: u64) -> io::Result<()> {
         if offset != self.offset && offset != self.given {
             sys::lseek(dir, offset, libc::SEEK_SET as u32)?;
             self.buf = Vec::new();
@@ -53,7 +49,7 @@ impl DirStream {
 
     /// The next entry, reading up to `chunk` bytes more from `dir` when what was read is
     /// used up; `None` at the end of the directory.
-    pub(in crate::devices::virtio::fs::server) fn peek(
+    pub(in super::super) fn peek(
         &mut self,
         dir: &File,
         chunk: usize,
@@ -71,7 +67,7 @@ impl DirStream {
 
     /// Moves past the entry [`DirStream::peek`] returned, which the guest was `given` or
     /// which was skipped: the next request continues after it.
-    pub(in crate::devices::virtio::fs::server) fn advance(&mut self, given: bool) {
+    pub(in super::super) fn advance(&mut self, given: bool) {
         let parsed = sys::parse_dirent(self.rest()).map(|(entry, len)| (entry.next_offset, len));
         if let Some((next_offset, len)) = parsed {
             self.offset = next_offset;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// The inode descriptors most recently used, at most `capacity` of them.
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct FdCache {
+pub(in super::super) struct FdCache {
     capacity: usize,
     /// Inode id -> its descriptor and the tick of its last use.
     entries: HashMap<u64, (Arc<OwnedFd>, u64)>,
@@ -22,7 +22,7 @@ pub(in crate::devices::virtio::fs::server) struct FdCache {
 
 impl FdCache {
     /// An empty cache of at most `capacity` descriptors (at least 1).
-    pub(in crate::devices::virtio::fs::server) fn new(capacity: usize) -> Self {
+    pub(in super::super) fn new(capacity: usize) -> Self {
         FdCache {
             capacity: capacity.max(1),
             entries: HashMap::new(),
@@ -33,12 +33,12 @@ impl FdCache {
 
     /// The most descriptors the cache holds.
     #[cfg(test)]
-    pub(in crate::devices::virtio::fs::server) fn capacity(&self) -> usize {
+    pub(in super::super) fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// The descriptors it holds now.
-    pub(in crate::devices::virtio::fs::server) fn len(&self) -> usize {
+    pub(in super::super) fn len(&self) -> usize {
         self.entries.len()
     }
 
@@ -48,7 +48,7 @@ impl FdCache {
     }
 
     /// The descriptor of inode `id`, now the most recently used.
-    pub(in crate::devices::virtio::fs::server) fn get(&mut self, id: u64) -> Option<Arc<OwnedFd>> {
+    pub(in super::super) fn get(&mut self, id: u64) -> Option<Arc<OwnedFd>> {
         let tick = self.next_tick();
         let (fd, used) = self.entries.get_mut(&id)?;
         self.order.remove(used);
@@ -59,7 +59,7 @@ impl FdCache {
 
     /// Caches `fd` for inode `id` (replacing any), evicting the least recently used beyond
     /// the capacity.
-    pub(in crate::devices::virtio::fs::server) fn insert(&mut self, id: u64, fd: Arc<OwnedFd>) {
+    pub(in super::super) fn insert(&mut self, id: u64, fd: Arc<OwnedFd>) {
         self.remove(id);
         let tick = self.next_tick();
         self.entries.insert(id, (fd, tick));
@@ -73,10 +73,7 @@ impl FdCache {
     }
 
     /// Takes inode `id`'s descriptor out of the cache.
-    pub(in crate::devices::virtio::fs::server) fn remove(
-        &mut self,
-        id: u64,
-    ) -> Option<Arc<OwnedFd>> {
+    pub(in super::super) fn remove(&mut self, id: u64) -> Option<Arc<OwnedFd>> {
         let (fd, used) = self.entries.remove(&id)?;
         self.order.remove(&used);
         Some(fd)

@@ -8,15 +8,15 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::devices::virtio::fs::server::lock;
-use crate::devices::virtio::fs::server::state::dir_stream::DirStream;
-use crate::devices::virtio::fs::server::sys::errno;
+use super::super::lock;
+use super::super::state::dir_stream::DirStream;
+use super::super::sys::errno;
 
 /// One open file or directory of the guest.
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct OpenHandle {
+pub(in super::super) struct OpenHandle {
     /// The inode it was opened from: requests naming another inode are refused.
-    pub(in crate::devices::virtio::fs::server) inode: u64,
+    pub(in super::super) inode: u64,
     /// The file; locked while its offset matters (READDIR, LSEEK) and for zero-copy I/O.
     file: Mutex<File>,
     /// Its status flags as the guest last gave them.
@@ -35,47 +35,42 @@ const STATUS_FLAGS: u32 =
 
 impl OpenHandle {
     /// The open file, locked.
-    pub(in crate::devices::virtio::fs::server) fn file(&self) -> MutexGuard<'_, File> {
+    pub(in super::super) fn file(&self) -> MutexGuard<'_, File> {
         lock(&self.file)
     }
 
     /// The file, its status flags first set to `flags` if the guest changed them since (an
     /// `fcntl(F_SETFL)` in the guest shows in the next READ or WRITE).
-    pub(in crate::devices::virtio::fs::server) fn file_with_flags(
-        &self,
-        flags: u32,
-    ) -> io::Result<MutexGuard<'_, File>> {
+    pub(in super::super) fn file_with_flags(&self, flags: u32) -> io::Result<MutexGuard<'_, File>> {
         let flags = flags & STATUS_FLAGS;
         let file = self.file();
         if self.flags.load(Ordering::Relaxed) != flags {
-            crate::devices::virtio::fs::server::sys::set_status_flags(&*file, flags)?;
+            super::super::sys::set_status_flags(&*file, flags)?;
             self.flags.store(flags, Ordering::Relaxed);
         }
         Ok(file)
     }
 
     /// The file, locked, and where the guest's listing of it stands.
-    pub(in crate::devices::virtio::fs::server) fn dir_stream(
-        &self,
-    ) -> (MutexGuard<'_, File>, MutexGuard<'_, DirStream>) {
+    pub(in super::super) fn dir_stream(&self) -> (MutexGuard<'_, File>, MutexGuard<'_, DirStream>) {
         let file = self.file();
         (file, lock(&self.dir))
     }
 
     /// Notes that the guest changed the file's data through this handle.
-    pub(in crate::devices::virtio::fs::server) fn mark_written(&self) {
+    pub(in super::super) fn mark_written(&self) {
         self.wrote.store(true, Ordering::Relaxed);
     }
 
     /// Whether [`OpenHandle::mark_written`] was called.
-    pub(in crate::devices::virtio::fs::server) fn written(&self) -> bool {
+    pub(in super::super) fn written(&self) -> bool {
         self.wrote.load(Ordering::Relaxed)
     }
 }
 
 /// The open handles, by the number the guest uses (`fh`).
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct HandleTable {
+pub(in super::super) struct HandleTable {
     handles: HashMap<u64, Arc<OpenHandle>>,
     next: u64,
     capacity: usize,
@@ -89,16 +84,14 @@ pub(in crate::devices::virtio::fs::server) struct HandleTable {
 /// threads, and an open that found room must not find it gone once it has created or
 /// truncated the file. Given back when dropped unfilled.
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct HandleSlot<'a> {
+pub(in super::super) struct HandleSlot<'a> {
     table: &'a Mutex<HandleTable>,
     filled: bool,
 }
 
 impl HandleSlot<'_> {
     /// A place in `table`, or `Err(EMFILE)` if there is none now.
-    pub(in crate::devices::virtio::fs::server) fn take(
-        table: &Mutex<HandleTable>,
-    ) -> io::Result<HandleSlot<'_>> {
+    pub(in super::super) fn take(table: &Mutex<HandleTable>) -> io::Result<HandleSlot<'_>> {
         let mut handles = lock(table);
         handles.check_room()?;
         handles.reserved += 1;
@@ -110,12 +103,7 @@ impl HandleSlot<'_> {
 
     /// Keeps `file`, opened from `inode` with `flags`, in the place; returns its handle
     /// number.
-    pub(in crate::devices::virtio::fs::server) fn fill(
-        mut self,
-        inode: u64,
-        file: File,
-        flags: u32,
-    ) -> u64 {
+    pub(in super::super) fn fill(mut self, inode: u64, file: File, flags: u32) -> u64 {
         self.filled = true;
         let mut handles = lock(self.table);
         handles.reserved = handles.reserved.saturating_sub(1);
@@ -134,7 +122,7 @@ impl Drop for HandleSlot<'_> {
 
 impl HandleTable {
     /// No handles; at most `capacity` at a time.
-    pub(in crate::devices::virtio::fs::server) fn new(capacity: usize) -> Self {
+    pub(in super::super) fn new(capacity: usize) -> Self {
         HandleTable {
             handles: HashMap::new(),
             next: 1,
@@ -145,12 +133,12 @@ impl HandleTable {
     }
 
     /// The number open.
-    pub(in crate::devices::virtio::fs::server) fn len(&self) -> usize {
+    pub(in super::super) fn len(&self) -> usize {
         self.handles.len()
     }
 
     /// `Err(EMFILE)` if no other handle can be opened now (opens under way included).
-    pub(in crate::devices::virtio::fs::server) fn check_room(&self) -> io::Result<()> {
+    pub(in super::super) fn check_room(&self) -> io::Result<()> {
         let taken = self.handles.len() + self.lock_files.load(Ordering::SeqCst) + self.reserved;
         if taken >= self.capacity {
             Err(errno(libc::EMFILE))
@@ -176,11 +164,7 @@ impl HandleTable {
     }
 
     /// Handle `fh` if it was opened from `inode`, else `EBADF`.
-    pub(in crate::devices::virtio::fs::server) fn get(
-        &self,
-        fh: u64,
-        inode: u64,
-    ) -> io::Result<Arc<OpenHandle>> {
+    pub(in super::super) fn get(&self, fh: u64, inode: u64) -> io::Result<Arc<OpenHandle>> {
         self.handles
             .get(&fh)
             .filter(|handle| handle.inode == inode)
@@ -190,36 +174,29 @@ impl HandleTable {
 
     /// Takes handle `fh` of `inode` out of the table: the file closes when the requests
     /// still using it are done (and the caller drops it).
-    pub(in crate::devices::virtio::fs::server) fn remove(
-        &mut self,
-        fh: u64,
-        inode: u64,
-    ) -> io::Result<Arc<OpenHandle>> {
+    pub(in super::super) fn remove(&mut self, fh: u64, inode: u64) -> io::Result<Arc<OpenHandle>> {
         let handle = self.get(fh, inode)?;
         self.handles.remove(&fh);
         Ok(handle)
     }
 
     /// The count of lock owners' descriptions, which share the handles' capacity.
-    pub(in crate::devices::virtio::fs::server) fn lock_files(&self) -> Arc<AtomicUsize> {
+    pub(in super::super) fn lock_files(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.lock_files)
     }
 
     /// Some open handle of `inode`, if any.
-    pub(in crate::devices::virtio::fs::server) fn any_of(
-        &self,
-        inode: u64,
-    ) -> Option<Arc<OpenHandle>> {
+    pub(in super::super) fn any_of(&self, inode: u64) -> Option<Arc<OpenHandle>> {
         self.handles.values().find(|h| h.inode == inode).cloned()
     }
 
     /// Whether some handle of `inode` is open.
-    pub(in crate::devices::virtio::fs::server) fn has_inode(&self, inode: u64) -> bool {
+    pub(in super::super) fn has_inode(&self, inode: u64) -> bool {
         self.handles.values().any(|h| h.inode == inode)
     }
 
     /// Closes every handle.
-    pub(in crate::devices::virtio::fs::server) fn clear(&mut self) {
+    pub(in super::super) fn clear(&mut self) {
         self.handles.clear();
     }
 }

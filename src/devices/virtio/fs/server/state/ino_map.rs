@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 /// Bits of a guest inode number that hold the device index.
-pub(in crate::devices::virtio::fs::server) const DEVICE_BITS: u32 = 8;
+pub(in super::super) const DEVICE_BITS: u32 = 8;
 const INO_BITS: u32 = u64::BITS - DEVICE_BITS;
 const INO_MASK: u64 = (1 << INO_BITS) - 1;
 /// The last index; devices beyond it share it.
@@ -17,14 +17,14 @@ const MAX_INDEX: u64 = (1 << DEVICE_BITS) - 1;
 
 /// Device numbers -> the index in guest inode numbers.
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct InoMap {
+pub(in super::super) struct InoMap {
     root_dev: u64,
     indexes: HashMap<u64, u64>,
 }
 
 impl InoMap {
     /// A map where `root_dev` (the share root's device) keeps host numbers.
-    pub(in crate::devices::virtio::fs::server) fn new(root_dev: u64) -> Self {
+    pub(in super::super) fn new(root_dev: u64) -> Self {
         InoMap {
             root_dev,
             indexes: HashMap::new(),
@@ -32,7 +32,7 @@ impl InoMap {
     }
 
     /// The guest's number for host inode `ino` on device `dev`.
-    pub(in crate::devices::virtio::fs::server) fn guest_ino(&mut self, dev: u64, ino: u64) -> u64 {
+    pub(in super::super) fn guest_ino(&mut self, dev: u64, ino: u64) -> u64 {
         if dev == self.root_dev {
             return ino;
         }

@@ -16,27 +16,27 @@ use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-pub(in crate::devices::virtio::fs::server) use fuse_backend_rs::api::filesystem::ROOT_ID;
+pub(in super::super) use fuse_backend_rs::api::filesystem::ROOT_ID;
 
 /// The most names recorded for one inode; older ones are dropped past it.
-pub(in crate::devices::virtio::fs::server) const MAX_NAMES: usize = 8;
+pub(in super::super) const MAX_NAMES: usize = 8;
 /// The most inodes the table holds: each costs memory, and a guest that never forgets could
 /// otherwise grow it without bound (lookups beyond it fail with `ENFILE`).
-pub(in crate::devices::virtio::fs::server) const MAX_INODES: usize = 1 << 21;
+pub(in super::super) const MAX_INODES: usize = 1 << 21;
 /// The longest chain of parents followed (a share deeper than this is not walked back).
-pub(in crate::devices::virtio::fs::server) const MAX_DEPTH: usize = 4096;
+pub(in super::super) const MAX_DEPTH: usize = 4096;
 
 /// What a host inode is: its device, number and file type (`st_mode & S_IFMT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(in crate::devices::virtio::fs::server) struct Identity {
-    pub(in crate::devices::virtio::fs::server) dev: u64,
-    pub(in crate::devices::virtio::fs::server) ino: u64,
-    pub(in crate::devices::virtio::fs::server) kind: u32,
+pub(in super::super) struct Identity {
+    pub(in super::super) dev: u64,
+    pub(in super::super) ino: u64,
+    pub(in super::super) kind: u32,
 }
 
 impl Identity {
     /// The identity in `st`.
-    pub(in crate::devices::virtio::fs::server) fn of(st: &libc::stat64) -> Self {
+    pub(in super::super) fn of(st: &libc::stat64) -> Self {
         Identity {
             dev: st.st_dev,
             ino: st.st_ino,
@@ -45,7 +45,7 @@ impl Identity {
     }
 
     /// Whether it is a directory.
-    pub(in crate::devices::virtio::fs::server) fn is_dir(&self) -> bool {
+    pub(in super::super) fn is_dir(&self) -> bool {
         self.kind == libc::S_IFDIR
     }
 }
@@ -53,7 +53,7 @@ impl Identity {
 /// A file's size and times: while they stay the same, its data is taken to be unchanged
 /// (see `data_cache.rs` for the one race this leaves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::devices::virtio::fs::server) struct Stamp {
+pub(in super::super) struct Stamp {
     size: i64,
     mtime: (i64, i64),
     ctime: (i64, i64),
@@ -61,7 +61,7 @@ pub(in crate::devices::virtio::fs::server) struct Stamp {
 
 impl Stamp {
     /// The stamp in `st`.
-    pub(in crate::devices::virtio::fs::server) fn of(st: &libc::stat64) -> Self {
+    pub(in super::super) fn of(st: &libc::stat64) -> Self {
         Stamp {
             size: st.st_size,
             mtime: (st.st_mtime, st.st_mtime_nsec),
@@ -72,9 +72,9 @@ impl Stamp {
 
 /// One way to reach an inode: the entry `name` in the directory inode `parent`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(in crate::devices::virtio::fs::server) struct InodeName {
-    pub(in crate::devices::virtio::fs::server) parent: u64,
-    pub(in crate::devices::virtio::fs::server) name: CString,
+pub(in super::super) struct InodeName {
+    pub(in super::super) parent: u64,
+    pub(in super::super) name: CString,
 }
 
 #[derive(Debug)]
@@ -91,7 +91,7 @@ struct Inode {
 
 /// The inodes the guest knows (see the module docs).
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct InodeTable {
+pub(in super::super) struct InodeTable {
     inodes: HashMap<u64, Inode>,
     /// (dev, ino) -> id, for inodes reachable by a name or pinned.
     by_identity: HashMap<(u64, u64), u64>,
@@ -105,7 +105,7 @@ pub(in crate::devices::virtio::fs::server) struct InodeTable {
 impl InodeTable {
     /// A table holding only the root, whose identity is `root`; at most `pinned_cap` inodes
     /// pinned at a time.
-    pub(in crate::devices::virtio::fs::server) fn new(root: Identity, pinned_cap: usize) -> Self {
+    pub(in super::super) fn new(root: Identity, pinned_cap: usize) -> Self {
         let mut table = InodeTable {
             inodes: HashMap::new(),
             by_identity: HashMap::new(),
@@ -130,12 +130,12 @@ impl InodeTable {
     }
 
     /// The stamp last recorded for inode `id`.
-    pub(in crate::devices::virtio::fs::server) fn stamp(&self, id: u64) -> Option<Stamp> {
+    pub(in super::super) fn stamp(&self, id: u64) -> Option<Stamp> {
         self.inodes.get(&id)?.stamp
     }
 
     /// Records `stamp` for inode `id` (kept until the inode goes).
-    pub(in crate::devices::virtio::fs::server) fn set_stamp(&mut self, id: u64, stamp: Stamp) {
+    pub(in super::super) fn set_stamp(&mut self, id: u64, stamp: Stamp) {
         if let Some(inode) = self.inodes.get_mut(&id) {
             inode.stamp = Some(stamp);
         }
@@ -144,7 +144,7 @@ impl InodeTable {
     /// Whether every name inode `id` is known by lies under the root's entry `top` (each
     /// followed up through its parents' first names). False for the root itself and for an
     /// inode without names.
-    pub(in crate::devices::virtio::fs::server) fn only_under(&self, id: u64, top: &CStr) -> bool {
+    pub(in super::super) fn only_under(&self, id: u64, top: &CStr) -> bool {
         let Some(inode) = self.inodes.get(&id) else {
             return false;
         };
@@ -167,23 +167,23 @@ impl InodeTable {
     }
 
     /// The number of inodes, the root included.
-    pub(in crate::devices::virtio::fs::server) fn len(&self) -> usize {
+    pub(in super::super) fn len(&self) -> usize {
         self.inodes.len()
     }
 
     /// The identity of inode `id`.
-    pub(in crate::devices::virtio::fs::server) fn identity(&self, id: u64) -> Option<Identity> {
+    pub(in super::super) fn identity(&self, id: u64) -> Option<Identity> {
         self.inodes.get(&id).map(|inode| inode.identity)
     }
 
     /// The lookup count of inode `id`.
     #[cfg(test)]
-    pub(in crate::devices::virtio::fs::server) fn lookups(&self, id: u64) -> Option<u64> {
+    pub(in super::super) fn lookups(&self, id: u64) -> Option<u64> {
         self.inodes.get(&id).map(|inode| inode.lookups)
     }
 
     /// The names of inode `id`, the most recently verified first.
-    pub(in crate::devices::virtio::fs::server) fn names(&self, id: u64) -> &[InodeName] {
+    pub(in super::super) fn names(&self, id: u64) -> &[InodeName] {
         self.inodes
             .get(&id)
             .map(|inode| inode.names.as_slice())
@@ -192,11 +192,7 @@ impl InodeTable {
 
     /// The inode known as `name` in `parent`, if any. A scan of the table: for the rare
     /// caller (a host deletion being told to the guest, `nudge.rs`), not for requests.
-    pub(in crate::devices::virtio::fs::server) fn named(
-        &self,
-        parent: u64,
-        name: &CStr,
-    ) -> Option<u64> {
+    pub(in super::super) fn named(&self, parent: u64, name: &CStr) -> Option<u64> {
         self.inodes.iter().find_map(|(id, inode)| {
             inode
                 .names
@@ -208,7 +204,7 @@ impl InodeTable {
 
     /// One more lookup of inode `id` (an entry the guest is given without a host lookup);
     /// false when the table no longer has it.
-    pub(in crate::devices::virtio::fs::server) fn add_lookup(&mut self, id: u64) -> bool {
+    pub(in super::super) fn add_lookup(&mut self, id: u64) -> bool {
         if id == ROOT_ID {
             return true;
         }
@@ -222,7 +218,7 @@ impl InodeTable {
     }
 
     /// The inode with identity `identity`, if it is known (and reachable).
-    pub(in crate::devices::virtio::fs::server) fn find(&self, identity: &Identity) -> Option<u64> {
+    pub(in super::super) fn find(&self, identity: &Identity) -> Option<u64> {
         let id = *self.by_identity.get(&(identity.dev, identity.ino))?;
         (self.identity(id)? == *identity).then_some(id)
     }
@@ -230,7 +226,7 @@ impl InodeTable {
     /// Records that a lookup found `identity` as `name` in `parent`: the known inode gets one
     /// more lookup and the name, or a new inode is made. Returns its id, or None when the
     /// table is full.
-    pub(in crate::devices::virtio::fs::server) fn record_lookup(
+    pub(in super::super) fn record_lookup(
         &mut self,
         parent: u64,
         name: &CStr,
@@ -269,12 +265,7 @@ impl InodeTable {
 
     /// Records that inode `id` is also (or again) `name` in `parent`, as its first name. The
     /// root has no names; a name that would make a directory its own ancestor is not kept.
-    pub(in crate::devices::virtio::fs::server) fn add_name(
-        &mut self,
-        id: u64,
-        parent: u64,
-        name: &CStr,
-    ) {
+    pub(in super::super) fn add_name(&mut self, id: u64, parent: u64, name: &CStr) {
         if id == ROOT_ID || !self.inodes.contains_key(&parent) {
             return;
         }
@@ -309,12 +300,7 @@ impl InodeTable {
     }
 
     /// Forgets that inode `id` is `name` in `parent`; returns whether it was recorded.
-    pub(in crate::devices::virtio::fs::server) fn remove_name(
-        &mut self,
-        id: u64,
-        parent: u64,
-        name: &CStr,
-    ) -> bool {
+    pub(in super::super) fn remove_name(&mut self, id: u64, parent: u64, name: &CStr) -> bool {
         let Some(inode) = self.inodes.get_mut(&id) else {
             return false;
         };
@@ -336,12 +322,7 @@ impl InodeTable {
 
     /// Whether unlinking or replacing `name` in `parent` leaves inode `id` still referenced by
     /// the guest with no other known name: its descriptor should then be pinned first.
-    pub(in crate::devices::virtio::fs::server) fn needs_pin(
-        &self,
-        id: u64,
-        parent: u64,
-        name: &CStr,
-    ) -> bool {
+    pub(in super::super) fn needs_pin(&self, id: u64, parent: u64, name: &CStr) -> bool {
         self.inodes.get(&id).is_some_and(|inode| {
             id != ROOT_ID
                 && inode.lookups > 0
@@ -354,11 +335,7 @@ impl InodeTable {
     }
 
     /// Pins `fd` as inode `id`'s descriptor; false (and not kept) past the pin budget.
-    pub(in crate::devices::virtio::fs::server) fn pin(
-        &mut self,
-        id: u64,
-        fd: Arc<OwnedFd>,
-    ) -> bool {
+    pub(in super::super) fn pin(&mut self, id: u64, fd: Arc<OwnedFd>) -> bool {
         if self.pinned >= self.pinned_cap {
             return false;
         }
@@ -373,27 +350,24 @@ impl InodeTable {
     }
 
     /// Takes inode `id`'s pinned descriptor back (the name it lost was not lost after all).
-    pub(in crate::devices::virtio::fs::server) fn unpin(
-        &mut self,
-        id: u64,
-    ) -> Option<Arc<OwnedFd>> {
+    pub(in super::super) fn unpin(&mut self, id: u64) -> Option<Arc<OwnedFd>> {
         let fd = self.inodes.get_mut(&id)?.pinned.take()?;
         self.pinned = self.pinned.saturating_sub(1);
         Some(fd)
     }
 
     /// Inode `id`'s pinned descriptor.
-    pub(in crate::devices::virtio::fs::server) fn pinned(&self, id: u64) -> Option<Arc<OwnedFd>> {
+    pub(in super::super) fn pinned(&self, id: u64) -> Option<Arc<OwnedFd>> {
         self.inodes.get(&id)?.pinned.clone()
     }
 
     /// The number of pinned descriptors.
-    pub(in crate::devices::virtio::fs::server) fn pinned_count(&self) -> usize {
+    pub(in super::super) fn pinned_count(&self) -> usize {
         self.pinned
     }
 
     /// Takes `count` lookups from inode `id` (FORGET); it goes when nothing needs it.
-    pub(in crate::devices::virtio::fs::server) fn forget(&mut self, id: u64, count: u64) {
+    pub(in super::super) fn forget(&mut self, id: u64, count: u64) {
         if id == ROOT_ID {
             return;
         }
@@ -404,7 +378,7 @@ impl InodeTable {
     }
 
     /// The ids of the inodes dropped since the last call (their cached descriptors must go).
-    pub(in crate::devices::virtio::fs::server) fn take_dropped(&mut self) -> Vec<u64> {
+    pub(in super::super) fn take_dropped(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.dropped)
     }
 
@@ -476,7 +450,7 @@ impl InodeTable {
     }
 
     /// Back to the root alone (a new FUSE session).
-    pub(in crate::devices::virtio::fs::server) fn clear(&mut self) {
+    pub(in super::super) fn clear(&mut self) {
         let root = self.inodes.remove(&ROOT_ID);
         self.dropped.extend(self.inodes.keys().copied());
         self.inodes.clear();

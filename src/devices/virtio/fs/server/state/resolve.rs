@@ -15,19 +15,17 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use crate::devices::virtio::fs::server::state::fd_cache::FdCache;
-use crate::devices::virtio::fs::server::state::ino_map::InoMap;
-use crate::devices::virtio::fs::server::state::inodes::{
-    Identity, InodeName, InodeTable, MAX_DEPTH, ROOT_ID,
-};
-use crate::devices::virtio::fs::server::sys::{self, errno};
+use super::super::state::fd_cache::FdCache;
+use super::super::state::ino_map::InoMap;
+use super::super::state::inodes::{Identity, InodeName, InodeTable, MAX_DEPTH, ROOT_ID};
+use super::super::sys::{self, errno};
 
 /// What the server knows about inodes, behind one lock.
 #[derive(Debug)]
-pub(in crate::devices::virtio::fs::server) struct State {
-    pub(in crate::devices::virtio::fs::server) inodes: InodeTable,
-    pub(in crate::devices::virtio::fs::server) cache: FdCache,
-    pub(in crate::devices::virtio::fs::server) inos: InoMap,
+pub(in super::super) struct State {
+    pub(in super::super) inodes: InodeTable,
+    pub(in super::super) cache: FdCache,
+    pub(in super::super) inos: InoMap,
     root: Arc<OwnedFd>,
 }
 
@@ -40,7 +38,7 @@ fn stale_if_gone(err: io::Error) -> io::Error {
 }
 
 /// Opens `name` in `dir` as an inode descriptor if it still is `identity`, else `ESTALE`.
-pub(in crate::devices::virtio::fs::server) fn open_checked(
+pub(in super::super) fn open_checked(
     dir: &OwnedFd,
     name: &CStr,
     identity: &Identity,
@@ -56,7 +54,7 @@ pub(in crate::devices::virtio::fs::server) fn open_checked(
 impl State {
     /// The state of a share whose root descriptor is `root` (identity `root_identity`), with
     /// a cache of `cache_capacity` descriptors and at most `pinned_cap` pinned.
-    pub(in crate::devices::virtio::fs::server) fn new(
+    pub(in super::super) fn new(
         root: Arc<OwnedFd>,
         root_identity: Identity,
         cache_capacity: usize,
@@ -80,10 +78,7 @@ impl State {
 
     /// Inode `id`'s descriptor: held, or reopened by a walk (see the module docs). `EBADF`
     /// for an id the table does not hold, `ESTALE` when no recorded name leads to it.
-    pub(in crate::devices::virtio::fs::server) fn resolve(
-        &mut self,
-        id: u64,
-    ) -> io::Result<Arc<OwnedFd>> {
+    pub(in super::super) fn resolve(&mut self, id: u64) -> io::Result<Arc<OwnedFd>> {
         if let Some(fd) = self.held(id) {
             return Ok(fd);
         }
